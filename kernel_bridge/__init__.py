@@ -1,0 +1,45 @@
+"""syftlab's bridge: remote, privacy-preserving data science in Jupyter.
+
+The names a user needs::
+
+    import kernel_bridge as kb
+    alice = kb.connect("ws://127.0.0.1:8765", token="...")   # scientist
+    owner = kb.Owner("./state/alice")                          # data owner
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    ApprovalRequired,
+    AuthenticationError,
+    CodecError,
+    ExecutionTimeout,
+    FrameTooLarge,
+    Interrupted,
+    KernelDied,
+    MalformedFrame,
+    MethodNotAllowed,
+    PermissionDenied,
+    ProtocolError,
+    RemoteError,
+    RequestDenied,
+    RequestPending,
+    SyftError,
+    UnknownObject,
+)
+from .owner.owner_api import Owner  # noqa: E402
+from .scientist.launch import launch  # noqa: E402
+from .scientist.pointer import Pointer  # noqa: E402
+from .scientist.receipt import Receipt  # noqa: E402
+from .scientist.request import Request  # noqa: E402
+from .scientist.worker import Worker, connect  # noqa: E402
+
+__all__ = [
+    "ApprovalRequired", "AuthenticationError", "CodecError", "ExecutionTimeout",
+    "FrameTooLarge", "Interrupted", "KernelDied", "MalformedFrame", "MethodNotAllowed",
+    "Owner", "PermissionDenied", "Pointer", "ProtocolError", "Receipt", "RemoteError",
+    "Request", "RequestDenied", "RequestPending", "SyftError", "UnknownObject", "Worker",
+    "connect", "launch",
+]

@@ -1,0 +1,162 @@
+"""Typed errors shared by the worker and the scientist's client.
+
+Every error that can cross the wire is a subclass of :class:`SyftError` and is
+named in :data:`WIRE_ERRORS`, so the client can re-raise the same type the
+worker raised. Messages say what the user can do next; they never carry
+private values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SyftError(Exception):
+    """Base class of every syftlab error."""
+
+    def __init__(self, message: str = "", **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": self.message, "data": self.data}
+
+
+class ProtocolError(SyftError):
+    """The peer sent something the protocol does not allow."""
+
+
+class CodecError(ProtocolError):
+    """A value cannot be encoded or a buffer cannot be decoded."""
+
+
+class UnsupportedType(CodecError):
+    """A value of a type outside the wire's closed set of types."""
+
+
+class MalformedFrame(ProtocolError):
+    """A frame whose bytes do not follow the frame layout."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame larger than the configured limit."""
+
+
+class VersionMismatch(ProtocolError):
+    """Client and worker share no wire version."""
+
+
+class AuthenticationError(SyftError):
+    """Missing, wrong or revoked token."""
+
+
+class PermissionDenied(SyftError):
+    """The caller may not touch this object or request."""
+
+
+class UnknownObject(PermissionDenied):
+    """No object with this id exists in the caller's session.
+
+    Forged ids and other sessions' ids get this same answer, so that the reply
+    does not tell whether the id exists elsewhere.
+    """
+
+
+class UnknownAsset(SyftError):
+    """The worker has no asset with this name."""
+
+
+class MethodNotAllowed(PermissionDenied):
+    """A pointer operation outside the allow-list (dunders, module globals, I/O)."""
+
+
+class ApprovalRequired(SyftError):
+    """The value derives from private data; it leaves only through an approved request.
+
+    Attributes
+    ----------
+    pointer : Pointer or None
+        Filled in by the client: the pointer whose value was asked for.
+    """
+
+    pointer: Any = None
+
+    def request(self, reason: str = "") -> Any:
+        """Ask the owner for the value (a :class:`~kernel_bridge.Request`)."""
+        if self.pointer is None:
+            raise SyftError("this error is not attached to a pointer")
+        return self.pointer.request(reason=reason)
+
+
+class RequestDenied(SyftError):
+    """The owner denied the request; ``reason`` says why."""
+
+
+class RequestPending(SyftError):
+    """The request has not been decided yet."""
+
+
+class RemoteError(SyftError):
+    """Code run on the worker raised; only the exception *type* is reported."""
+
+
+class KernelDied(SyftError):
+    """The session's kernel died; it has been restarted and its objects are gone."""
+
+
+class ExecutionTimeout(SyftError):
+    """Execution ran past its timeout and was interrupted."""
+
+
+class Interrupted(SyftError):
+    """Execution was interrupted at the client's request."""
+
+
+class SandboxUnavailable(SyftError):
+    """No OS sandbox is available and ``--unsafe-no-sandbox`` was not given."""
+
+
+class ConfigError(SyftError):
+    """The worker's configuration is invalid."""
+
+
+class ConnectionLost(SyftError):
+    """The connection to the worker closed."""
+
+
+WIRE_ERRORS: dict[str, type[SyftError]] = {
+    cls.__name__: cls
+    for cls in (
+        SyftError,
+        ProtocolError,
+        CodecError,
+        UnsupportedType,
+        MalformedFrame,
+        FrameTooLarge,
+        VersionMismatch,
+        AuthenticationError,
+        PermissionDenied,
+        UnknownObject,
+        UnknownAsset,
+        MethodNotAllowed,
+        ApprovalRequired,
+        RequestDenied,
+        RequestPending,
+        RemoteError,
+        KernelDied,
+        ExecutionTimeout,
+        Interrupted,
+        SandboxUnavailable,
+        ConfigError,
+        ConnectionLost,
+    )
+}
+
+
+def from_wire(payload: dict[str, Any]) -> SyftError:
+    """Rebuild an error sent by the peer; unknown names become :class:`SyftError`."""
+    cls = WIRE_ERRORS.get(str(payload.get("type")), SyftError)
+    data = payload.get("data") or {}
+    err = cls(str(payload.get("message", "")), **(data if isinstance(data, dict) else {}))
+    return err

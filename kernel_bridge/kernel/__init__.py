@@ -1,0 +1,1 @@
+"""Code that runs inside a sandboxed session kernel (the worker's agent)."""

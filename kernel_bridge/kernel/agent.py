@@ -1,0 +1,233 @@
+"""The worker's agent inside a sandboxed kernel.
+
+Installed once at kernel start by the worker, it answers ``syft_request``
+messages on the kernel's shell channel (not iopub, so its replies never mix
+with a cell's outputs): store a value, run an allow-listed operation, bind a
+variable, hand a value back. Objects live in :data:`STORE`, keyed by ids the
+worker chose; the worker, not this module, keeps taint records, since once
+scientist code ran in this process nothing here can be trusted.
+
+Large values travel through :class:`~kernel_bridge.kernel.arena.Arena`, a
+shared-memory file in the kernel's private socket directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..ops import allowlist
+from ..wire import codec, frames
+from ..wire.refs import PointerRef
+from .arena import Arena
+
+STORE: dict[str, Any] = {}
+_state: dict[str, Any] = {"arena": None, "bulk_threshold": 1 << 20, "shell": None}
+
+
+def type_name(obj: Any) -> str:
+    """A stable, short name for the type of ``obj`` (matches ``allowlist.KNOWN_TYPES``)."""
+    cls = type(obj)
+    mod = cls.__module__ or ""
+    name = cls.__qualname__
+    if mod.startswith("torch"):
+        if name == "Tensor":
+            return "torch.Tensor"
+        if name == "Parameter":
+            return "torch.nn.parameter.Parameter"
+        if name in ("Size", "dtype"):
+            return f"torch.{name}"
+        try:
+            import torch
+
+            if isinstance(obj, torch.nn.Module):
+                return "torch.nn.Module"
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+    if mod.startswith("numpy"):
+        if name == "ndarray":
+            return "numpy.ndarray"
+        if name.startswith("dtype"):
+            return "numpy.dtype"
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return "numpy.scalar"
+    if mod.startswith("pandas"):
+        if name in ("DataFrame", "Series"):
+            return f"pandas.{name}"
+        if name in ("DataFrameGroupBy", "SeriesGroupBy"):
+            return f"pandas.{name}"
+        if name.endswith("Indexer"):
+            return "pandas.Indexer"
+        if "Index" in name:
+            return "pandas.Index"
+        if name in ("StringMethods", "CategoricalAccessor"):
+            return f"pandas.{name}"
+        if name.endswith("Properties"):
+            return "pandas.DatetimeProperties"
+    if mod == "builtins":
+        if name in ("function", "builtin_function_or_method"):
+            return "function"
+        return name
+    if mod == "types" or name == "module":
+        return name
+    return f"{mod}.{name}" if mod else name
+
+
+def _meta(obj: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"type": type_name(obj)}
+    shape = getattr(obj, "shape", None)
+    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
+        meta["shape"] = list(shape)
+    dtype = getattr(obj, "dtype", None)
+    if dtype is not None and not callable(dtype):
+        meta["dtype"] = str(dtype)
+    return meta
+
+
+def _resolve(value: Any, depth: int = 0) -> Any:
+    """Replace PointerRefs inside an argument with the stored objects."""
+    if depth > 32:
+        raise ValueError("arguments nest too deeply")
+    if isinstance(value, PointerRef):
+        return STORE[value.id]
+    if isinstance(value, list):
+        return [_resolve(v, depth + 1) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _family(obj: Any) -> str | None:
+    return allowlist.family_of(type_name(obj))
+
+
+def _member(obj: Any, name: str) -> Any:
+    """Look up ``name`` on ``obj`` under the allow-list, checked against the real type."""
+    how = allowlist.check_name(_family(obj), name)
+    if how == "column":
+        return obj[name]
+    return getattr(obj, name)
+
+
+def run_op(req: dict[str, Any]) -> Any:
+    """Run one pointer operation and return its result."""
+    kind = req["kind"]
+    target = STORE[req["target"]]
+    args = _resolve(req.get("args", []))
+    kwargs = _resolve(req.get("kwargs", {}))
+    name = req["name"]
+    if kind == "binop":
+        fn = allowlist.BINARY_OPS[name]
+        other = args[0]
+        return fn(other, target) if req.get("reflected") else fn(target, other)
+    if kind == "unop":
+        return allowlist.UNARY_OPS[name](target)
+    if kind == "setitem":
+        if _family(target) not in ("tensor", "ndarray", "dataframe", "series", "container"):
+            raise TypeError("item assignment is not allowed on this type")
+        target[args[0]] = args[1]
+        return None
+    if kind == "getitem":
+        if _family(target) is None:
+            raise TypeError("subscription is not allowed on this type")
+        return target[args[0]]
+    if kind == "attr":
+        return _member(target, name)
+    if kind == "method":
+        fn = _member(target, name)
+        if not callable(fn):
+            raise TypeError(f"{name} is not callable")
+        return fn(*args, **kwargs)
+    raise ValueError(f"unknown operation kind {kind!r}")
+
+
+def names(wanted: list[str]) -> dict[str, str | None]:
+    """Type names of the given user variables (None where a name is not bound)."""
+    shell = _state["shell"]
+    ns = shell.user_ns if shell is not None else {}
+    return {n: (type_name(ns[n]) if n in ns else None) for n in wanted}
+
+
+def names_json(wanted: list[str]) -> str:
+    """:func:`names` as JSON, for a cell's ``user_expressions``."""
+    return json.dumps(names(wanted))
+
+
+def _value_reply(value: Any) -> tuple[dict[str, Any], list[Any]]:
+    header, buffers = codec.encode(value)
+    size = frames.frame_size(header, buffers)
+    arena: Arena = _state["arena"]
+    if size >= _state["bulk_threshold"] and arena is not None:
+        arena.write(frames.pack(header, buffers))
+        return {"arena": size}, []
+    return {}, [header, *buffers]
+
+
+def _incoming_value(content: dict[str, Any], buffers: list[Any]) -> Any:
+    if "arena" in content:
+        # Copy out of the arena: it is reused by the next transfer.
+        data = bytearray(_state["arena"].view(int(content["arena"])))
+        return codec.loads(data, limit=None)
+    return codec.decode(buffers[0], buffers[1:])
+
+
+def handle(content: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Carry out one request from the worker; returns reply content and buffers."""
+    action = content["action"]
+    if action == "put":
+        value = _incoming_value(content, buffers)
+        STORE[content["id"]] = value
+        if content.get("bind"):
+            _state["shell"].user_ns[content["bind"]] = value
+        return {"meta": _meta(value)}, []
+    if action == "op":
+        req = codec.decode(buffers[0], buffers[1:])
+        result = run_op(req)
+        if req["kind"] == "setitem":
+            return {"meta": _meta(None)}, []
+        STORE[req["out"]] = result
+        return {"meta": _meta(result)}, []
+    if action == "get":
+        return _value_reply(STORE[content["id"]])
+    if action == "bind_var":
+        ns = _state["shell"].user_ns
+        name = content["name"]
+        if name not in ns or name.startswith("_"):
+            raise NameError(name)
+        STORE[content["id"]] = ns[name]
+        return {"meta": _meta(ns[name])}, []
+    if action == "names":
+        return {"names": names(list(content["names"]))}, []
+    if action == "delete":
+        for i in content["ids"]:
+            STORE.pop(i, None)
+        return {}, []
+    if action == "ping":
+        return {"time": time.time()}, []
+    raise ValueError(f"unknown action {action!r}")
+
+
+def install(arena_path: str, bulk_threshold: int = 1 << 20) -> None:
+    """Register the agent's shell handler in the running kernel."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    kernel = shell.kernel
+    _state.update(arena=Arena(arena_path), bulk_threshold=bulk_threshold, shell=shell)
+
+    def on_request(stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        bufs = list(parent.get("buffers") or [])
+        try:
+            reply, out = handle(parent["content"], bufs)
+            reply["status"] = "ok"
+        except Exception as exc:  # reported to the worker by type; it decides what to show
+            reply = {"status": "error", "ename": type(exc).__name__, "evalue": str(exc)[:2000]}
+            out = []
+        kernel.session.send(stream, "syft_reply", reply, parent, ident, buffers=out)
+
+    kernel.shell_handlers["syft_request"] = on_request

@@ -1,0 +1,1 @@
+"""Pointer operations: the allow-list shared by the worker and its kernel agent."""

@@ -1,0 +1,1 @@
+"""Owner side (trusted): worker server, kernels, sandbox, gate, state, CLI."""

@@ -1,0 +1,212 @@
+"""The ``syftlab`` command: run a worker, manage tokens, review requests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError, SyftError
+
+
+def _state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", required=True, help="the worker's state directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syftlab", description="Remote, privacy-preserving data science in Jupyter.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run a data owner's worker")
+    w.add_argument("name", nargs="?", help="worker name (or from --config)")
+    w.add_argument("--config", help="TOML file describing the worker and its assets")
+    w.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    w.add_argument("--port", type=int, help="websocket port (0 = any free port)")
+    w.add_argument("--state", help="state directory (tokens, requests, audit)")
+    w.add_argument("--asset", action="append", default=[], metavar="NAME=PATH",
+                   help="a private asset (csv, parquet, npy, pt); repeatable")
+    w.add_argument("--mock", action="append", default=[], metavar="NAME=PATH",
+                   help="the mock of an asset; repeatable")
+    w.add_argument("--threads", type=int, help="threads per kernel process (default 1)")
+    w.add_argument("--frame-limit-mb", type=float, help="largest websocket frame, MiB")
+    w.add_argument("--exec-timeout", type=float, help="default cell timeout, seconds")
+    w.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run kernels without bubblewrap (scientist code then sees everything)")
+    w.add_argument("--ready-file", help=argparse.SUPPRESS)
+    w.add_argument("-v", "--verbose", action="store_true")
+
+    t = sub.add_parser("token", help="scientist tokens")
+    tsub = t.add_subparsers(dest="action", required=True)
+    ta = tsub.add_parser("add", help="create a token for a scientist (printed once)")
+    ta.add_argument("scientist")
+    _state_arg(ta)
+    tl = tsub.add_parser("list", help="list scientists with tokens")
+    _state_arg(tl)
+    tr = tsub.add_parser("revoke", help="revoke a scientist's token")
+    tr.add_argument("scientist")
+    _state_arg(tr)
+
+    r = sub.add_parser("requests", help="review requests for private values")
+    rsub = r.add_subparsers(dest="action", required=True)
+    rl = rsub.add_parser("list", help="pending requests (--all for every one)")
+    rl.add_argument("--all", action="store_true")
+    _state_arg(rl)
+    rs = rsub.add_parser("show", help="a request's value, lineage and size")
+    rs.add_argument("id", type=int)
+    _state_arg(rs)
+    ra = rsub.add_parser("approve", help="release a request's snapshot to its requester")
+    ra.add_argument("id", type=int)
+    _state_arg(ra)
+    rd = rsub.add_parser("deny", help="deny a request, with a reason")
+    rd.add_argument("id", type=int)
+    rd.add_argument("--reason", required=True)
+    _state_arg(rd)
+
+    a = sub.add_parser("audit", help="the audit log")
+    a.add_argument("--limit", type=int, default=50)
+    _state_arg(a)
+    return parser
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from .config import WorkerConfig, parse_asset_flags
+    from .server import WorkerServer
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides: dict[str, Any] = {}
+    for key in ("host", "port", "threads", "exec_timeout"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.state is not None:
+        overrides["state"] = args.state
+    if args.frame_limit_mb is not None:
+        overrides["frame_limit"] = int(args.frame_limit_mb * 2**20)
+    if args.unsafe_no_sandbox:
+        overrides["sandbox"] = "none"
+    assets, mocks = parse_asset_flags(args.asset), parse_asset_flags(args.mock)
+    if args.config:
+        config = WorkerConfig.from_toml(args.config)
+        if args.name:
+            overrides["name"] = args.name
+        if assets or mocks:
+            extra = WorkerConfig.from_args(config.name, state=config.state, assets=assets,
+                                           mocks=mocks)
+            overrides["assets"] = {**config.assets, **extra.assets}
+        config = config.with_overrides(**overrides) if overrides else config
+    else:
+        if not args.name or "state" not in overrides:
+            raise ConfigError("give a worker NAME and --state, or --config FILE")
+        state = overrides.pop("state")
+        config = WorkerConfig.from_args(args.name, state=state, assets=assets, mocks=mocks,
+                                        **overrides)
+    server = WorkerServer(config)
+
+    def ready(port: int) -> None:
+        url = f"ws://{config.host}:{port}"
+        print(f"syftlab worker {config.name!r} ready at {url}", flush=True)
+        print(f"  assets: {', '.join(server.assets) or '(none)'}; state: {config.state}",
+              flush=True)
+        print(f"  give a scientist a token: syftlab token add NAME --state {config.state}",
+              flush=True)
+        if args.ready_file:
+            with open(args.ready_file, "w") as f:
+                f.write(url)
+
+    asyncio.run(server.serve_forever(ready))
+    return 0
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from .owner_api import Owner
+
+    owner = Owner(args.state)
+    if args.action == "add":
+        print(owner.add_token(args.scientist))
+    elif args.action == "list":
+        for t in owner.tokens():
+            print(f"{t['name']:<20} created {_when(t['created'])}"
+                  f"{'  REVOKED' if t['revoked'] else ''}")
+    elif args.action == "revoke":
+        if not owner.revoke_token(args.scientist):
+            print(f"no token for {args.scientist!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.scientist}")
+    return 0
+
+
+def run_requests(args: argparse.Namespace) -> int:
+    from .owner_api import Owner, human_size, render_value
+
+    owner = Owner(args.state)
+    if args.action == "list":
+        rows = owner.requests(None if args.all else "pending")
+        if not rows:
+            print("no pending requests" if not args.all else "no requests")
+        for r in rows:
+            print(f"#{r.id} [{r.status}] {r.scientist}: {r.value_type}, {human_size(r.size)}, "
+                  f"{_when(r.created)}  reason: {r.reason or '-'}")
+            code = r.code().splitlines()
+            for line in code[-8:]:
+                print(f"    {line}")
+            if len(code) > 8:
+                print(f"    ... ({len(code) - 8} earlier lines: requests show {r.id})")
+    elif args.action == "show":
+        r = owner.request(args.id)
+        print(f"request #{r.id} by {r.scientist} [{r.status}]"
+              + (f" reason for denial: {r.deny_reason}" if r.deny_reason else ""))
+        print(f"reason: {r.reason or '-'}")
+        print(f"value: {r.value_type}, {human_size(r.size)}, sha256 {r.sha256}")
+        print("lineage:")
+        for line in r.code().splitlines():
+            print(f"    {line}")
+        print("value:")
+        print(render_value(owner.value(args.id)))
+    elif args.action == "approve":
+        r = owner.approve(args.id)
+        print(f"approved request #{r.id} ({r.scientist})")
+    elif args.action == "deny":
+        r = owner.deny(args.id, args.reason)
+        print(f"denied request #{r.id} ({r.scientist}): {args.reason}")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from .owner_api import Owner
+
+    for e in Owner(args.state).audit(args.limit):
+        print(f"{_when(e['ts'])} {e['actor']:<12} {e['event']:<14} {e['detail']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "worker":
+            return run_worker(args)
+        if args.command == "token":
+            return run_token(args)
+        if args.command == "requests":
+            return run_requests(args)
+        if args.command == "audit":
+            return run_audit(args)
+    except (SyftError, KeyError, ValueError) as exc:
+        msg = exc.message if isinstance(exc, SyftError) else str(exc).strip("'\"")
+        print(f"syftlab: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""The worker's settings: one :class:`WorkerConfig` per worker process.
+
+A config comes from a TOML file (:meth:`WorkerConfig.from_toml`) or from CLI
+flags (:meth:`WorkerConfig.from_args`); CLI flags can then be laid over a TOML
+config with :meth:`WorkerConfig.with_overrides`. Every problem is a
+:class:`~kernel_bridge.errors.ConfigError` whose message names the file and the
+key, so the owner can fix it without reading code.
+
+The TOML keys each table accepts are listed once, in ``_WORKER_KEYS``,
+``_ASSET_KEYS`` and ``_COLUMN_KEYS``: to add a setting, add a dataclass field
+and one line there. Any other key is an error, so typos do not pass silently.
+
+This module only checks settings; it never reads asset contents (see
+:mod:`kernel_bridge.owner.assets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from kernel_bridge.errors import ConfigError
+
+ColumnKind = Literal["int", "float", "category", "bool", "str"]
+SandboxKind = Literal["bwrap", "none"]
+
+COLUMN_KINDS: tuple[str, ...] = get_args(ColumnKind)
+SANDBOXES: tuple[str, ...] = get_args(SandboxKind)
+#: File suffix -> the type of value it loads as.
+ASSET_SUFFIXES: dict[str, str] = {
+    ".csv": "DataFrame",
+    ".parquet": "DataFrame",
+    ".npy": "ndarray",
+    ".pt": "Tensor",
+}
+TABLE_SUFFIXES = frozenset(s for s, t in ASSET_SUFFIXES.items() if t == "DataFrame")
+
+_MB = 2**20
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _fail(key: str, reason: str) -> ConfigError:
+    return ConfigError(f"{key}: {reason}", key=key)
+
+
+def validate_asset_name(name: object) -> str:
+    """Check that ``name`` can be an asset name and return it.
+
+    Asset names become Python variable names in the scientist's kernel, so they
+    must be identifiers, not keywords, and not start with ``_`` (underscore names
+    such as ``__builtins__`` are reserved by the kernel).
+
+    Parameters
+    ----------
+    name : object
+        The proposed name.
+
+    Returns
+    -------
+    str
+        ``name`` unchanged.
+
+    Raises
+    ------
+    ConfigError
+        If the name is not usable.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+        raise ConfigError(
+            f"asset name {name!r} is not a valid Python identifier "
+            "(letters, digits and '_', not starting with a digit)",
+            key="name",
+        )
+    if keyword.iskeyword(name):
+        raise ConfigError(f"asset name {name!r} is a Python keyword", key="name")
+    if name.startswith("_"):
+        raise ConfigError(f"asset name {name!r} must not start with '_'", key="name")
+    return name
+
+
+@dataclass
+class ColumnSpec:
+    """A declared column of a table asset.
+
+    Bounds apply to ``int`` and ``float`` columns, categories to ``category``
+    columns. Declarations are public: they are shown to scientists and are all
+    that mocks are generated from.
+    """
+
+    name: str
+    kind: ColumnKind
+    lower: float | None = None
+    upper: float | None = None
+    categories: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        key = f"columns.{self.name}"
+        if not isinstance(self.name, str) or not self.name:
+            raise _fail(key, "column name must be a non-empty string")
+        if self.kind not in COLUMN_KINDS:
+            raise _fail(f"{key}.type", f"{self.kind!r} is not one of {', '.join(COLUMN_KINDS)}")
+        numeric = self.kind in ("int", "float")
+        for bound in ("lower", "upper"):
+            value = getattr(self, bound)
+            if value is None:
+                continue
+            if not numeric:
+                raise _fail(f"{key}.{bound}", f"bounds apply to int/float columns, not {self.kind}")
+            if not _is_number(value) or not math.isfinite(value):
+                raise _fail(f"{key}.{bound}", f"expected a finite number, got {value!r}")
+        if self.lower is not None and self.upper is not None:
+            if self.lower > self.upper:
+                raise _fail(key, f"lower ({self.lower}) is greater than upper ({self.upper})")
+            if self.kind == "int" and math.ceil(self.lower) > math.floor(self.upper):
+                raise _fail(key, f"no integer lies between {self.lower} and {self.upper}")
+        if self.kind == "category":
+            if not self.categories:
+                raise _fail(f"{key}.categories", "a category column needs a non-empty list")
+            if not all(isinstance(c, str) for c in self.categories):
+                raise _fail(f"{key}.categories", "categories must be strings")
+            if len(set(self.categories)) != len(self.categories):
+                raise _fail(f"{key}.categories", "categories must be unique")
+            self.categories = list(self.categories)
+        elif self.categories is not None:
+            raise _fail(
+                f"{key}.categories", f"categories apply to category columns, not {self.kind}"
+            )
+
+    @property
+    def bounded(self) -> bool:
+        """Whether both bounds are declared."""
+        return self.lower is not None and self.upper is not None
+
+
+@dataclass
+class AssetSpec:
+    """One dataset the worker serves: its private file, its mock, what scientists may see.
+
+    ``mock`` may be omitted for tables whose columns are all declared (with
+    bounds for numbers): a mock is then generated from the declarations.
+    """
+
+    name: str
+    path: Path
+    mock: Path | None = None
+    description: str = ""
+    columns: list[ColumnSpec] = field(default_factory=list)
+    show_row_count: bool = False
+    show_shape: bool = True
+    mock_rows: int = 100
+
+    def __post_init__(self) -> None:
+        validate_asset_name(self.name)
+        self.path = Path(self.path)
+        self.mock = None if self.mock is None else Path(self.mock)
+        self.columns = list(self.columns)
+        kind = _suffix_kind("path", self.path)
+        if self.mock is not None:
+            mock_kind = _suffix_kind("mock", self.mock)
+            if (mock_kind == "DataFrame") != (kind == "DataFrame"):
+                raise _fail(
+                    "mock", f"a {kind} asset needs a mock of the same kind, not {mock_kind}"
+                )
+        if not isinstance(self.mock_rows, int) or self.mock_rows < 1:
+            raise _fail("mock_rows", "must be a positive integer")
+        if not all(isinstance(c, ColumnSpec) for c in self.columns):
+            raise _fail("columns", "expected ColumnSpec objects")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise _fail("columns", "column names must be unique")
+        if self.columns and kind != "DataFrame":
+            raise _fail("columns", f"columns apply to tables (.csv, .parquet), not {kind}")
+        if self.mock is None:
+            # No private data may go into a mock, so without a file we need full declarations.
+            if not self.columns:
+                raise _fail("mock", "no mock file and no declared columns to generate one from")
+            for col in self.columns:
+                if col.kind in ("int", "float") and not col.bounded:
+                    raise _fail(
+                        f"columns.{col.name}",
+                        "needs lower and upper to generate a mock (or give a mock file)",
+                    )
+
+    @property
+    def value_type(self) -> str:
+        """``"DataFrame"``, ``"ndarray"`` or ``"Tensor"``, from the file suffix."""
+        return ASSET_SUFFIXES[self.path.suffix.lower()]
+
+
+@dataclass
+class WorkerConfig:
+    """Settings of one worker process.
+
+    Parameters
+    ----------
+    name : str
+        The worker's name, shown to scientists.
+    host, port : str, int
+        Where the worker listens (``port=0`` picks a free port).
+    state : Path
+        Directory for the worker's state (tokens, requests, logs).
+    assets : dict of str to AssetSpec
+        The datasets served, by name.
+    threads : int
+        Threads per kernel process (OMP/MKL/torch).
+    frame_limit : int
+        Largest wire frame accepted, in bytes.
+    exec_timeout : float
+        Seconds a cell may run before it is interrupted.
+    sandbox : {"bwrap", "none"}
+        How kernels are isolated from the host.
+    session_grace : float
+        Seconds a disconnected session's kernels are kept for a resume.
+    bulk_threshold : int
+        Values larger than this many bytes travel as bulk transfers.
+    """
+
+    name: str
+    _: KW_ONLY
+    host: str = "127.0.0.1"
+    port: int = 8765
+    state: Path
+    assets: dict[str, AssetSpec] = field(default_factory=dict)
+    threads: int = 1
+    frame_limit: int = 64 * _MB
+    exec_timeout: float = 600.0
+    sandbox: SandboxKind = "bwrap"
+    session_grace: float = 300.0
+    bulk_threshold: int = 1 * _MB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _WORKER_NAME.fullmatch(self.name):
+            raise _fail("name", f"{self.name!r} is not a valid worker name (letters, digits, _.-)")
+        if not isinstance(self.host, str) or not self.host:
+            raise _fail("host", "must be a non-empty string")
+        if not _is_int(self.port) or not 0 <= self.port <= 65535:
+            raise _fail("port", f"{self.port!r} is not a port number (0-65535)")
+        self.state = Path(self.state)
+        for key in ("threads", "frame_limit", "bulk_threshold"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
+                raise _fail(key, "must be a positive integer")
+        if not _is_number(self.exec_timeout) or not self.exec_timeout > 0:
+            raise _fail("exec_timeout", "must be a positive number of seconds")
+        if not _is_number(self.session_grace) or not self.session_grace >= 0:
+            raise _fail("session_grace", "must be a non-negative number of seconds")
+        if self.sandbox not in SANDBOXES:
+            raise _fail("sandbox", f"{self.sandbox!r} is not one of {', '.join(SANDBOXES)}")
+        if not isinstance(self.assets, Mapping):
+            raise _fail("assets", "expected a mapping of name to AssetSpec")
+        self.assets = dict(self.assets)
+        for name, spec in self.assets.items():
+            if not isinstance(spec, AssetSpec) or spec.name != name:
+                raise _fail(f"assets.{name}", "expected an AssetSpec with the same name")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> WorkerConfig:
+        """Read a worker config from a TOML file.
+
+        Parameters
+        ----------
+        path : str or Path
+            The TOML file. Relative paths inside it are relative to its directory.
+
+        Returns
+        -------
+        WorkerConfig
+
+        Raises
+        ------
+        ConfigError
+            If the file is missing, not TOML, or any key is unknown or invalid;
+            the message names the file and the key.
+        """
+        path = Path(path).resolve()
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found", file=str(path)) from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}", file=str(path)) from None
+        try:
+            return _parse_document(doc, path.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}", file=str(path), **exc.data) from None
+
+    @classmethod
+    def from_args(
+        cls,
+        name: str,
+        *,
+        port: int | None = None,
+        state: str | Path | None = None,
+        assets: Mapping[str, str | Path] | None = None,
+        mocks: Mapping[str, str | Path] | None = None,
+        host: str | None = None,
+        **settings: Any,
+    ) -> WorkerConfig:
+        """Build a config from CLI flags.
+
+        Parameters
+        ----------
+        name : str
+            The worker's name.
+        port : int, optional
+            Listening port; defaults to 8765.
+        state : str or Path, optional
+            State directory; defaults to ``state/<name>`` under the current directory.
+        assets : mapping of str to path
+            Asset name to private file (see :func:`parse_asset_flags`).
+        mocks : mapping of str to path
+            Asset name to mock file; every asset needs one (no columns are declared).
+        host : str, optional
+            Listening address; defaults to 127.0.0.1.
+        **settings
+            Other :class:`WorkerConfig` fields (``threads``, ``sandbox``, ...);
+            ``None`` values are ignored.
+
+        Returns
+        -------
+        WorkerConfig
+
+        Raises
+        ------
+        ConfigError
+            On unknown settings, a mock for an unknown asset, missing files or
+            invalid values.
+        """
+        assets = dict(assets or {})
+        mocks = dict(mocks or {})
+        extra = sorted(set(mocks) - set(assets))
+        if extra:
+            raise ConfigError(f"mock given for unknown asset(s): {', '.join(extra)}", key="mock")
+        specs: dict[str, AssetSpec] = {}
+        for asset_name, asset_path in assets.items():
+            mock = mocks.get(asset_name)
+            with _within(f"assets.{asset_name}"):
+                spec = AssetSpec(
+                    name=asset_name,
+                    path=Path(asset_path).resolve(),
+                    mock=None if mock is None else Path(mock).resolve(),
+                )
+                _check_files(spec)
+            specs[asset_name] = spec
+        base = cls(
+            name,
+            state=Path(state if state is not None else Path("state") / name).resolve(),
+            assets=specs,
+        )
+        return base.with_overrides(host=host, port=port, **settings)
+
+    def with_overrides(self, **overrides: Any) -> WorkerConfig:
+        """Return a copy with some fields replaced, e.g. CLI flags over TOML values.
+
+        Parameters
+        ----------
+        **overrides
+            :class:`WorkerConfig` field names; ``None`` means "not given" and
+            keeps the current value.
+
+        Returns
+        -------
+        WorkerConfig
+            A new, validated config.
+
+        Raises
+        ------
+        ConfigError
+            On an unknown field or an invalid value.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s): {', '.join(unknown)} (allowed: {', '.join(sorted(names))})",
+                key=unknown[0],
+            )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **given)
+
+
+def parse_asset_flags(flags: Iterable[str]) -> dict[str, str]:
+    """Parse repeated ``NAME=PATH`` CLI flags (``--asset``, ``--mock``).
+
+    Parameters
+    ----------
+    flags : iterable of str
+        E.g. ``["heart=datasets/heart/alice.csv"]``. The path may contain ``=``.
+
+    Returns
+    -------
+    dict of str to str
+        Asset name to path, in the order given.
+
+    Raises
+    ------
+    ConfigError
+        If a flag is not ``NAME=PATH``, the name is not a valid asset name, or a
+        name is repeated.
+    """
+    parsed: dict[str, str] = {}
+    for flag in flags:
+        name, sep, path = flag.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"expected NAME=PATH, got {flag!r}", key=flag)
+        try:
+            validate_asset_name(name)
+        except ConfigError as exc:
+            raise ConfigError(f"in {flag!r}: {exc.message}", key=flag) from None
+        if name in parsed:
+            raise ConfigError(f"asset {name!r} given more than once", key=flag)
+        parsed[name] = path
+    return parsed
+
+
+# --- TOML parsing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Key:
+    """How one TOML key fills one dataclass field."""
+
+    field: str
+    convert: Callable[[Any], Any]
+    is_path: bool = False  # resolved relative to the TOML file
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _as_int(value: Any) -> int:
+    if not _is_int(value):
+        raise TypeError("expected an integer")
+    return int(value)
+
+
+def _as_number(value: Any) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise TypeError("expected a finite number")
+    return value
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("expected true or false")
+    return value
+
+
+def _as_str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of strings")
+    return list(value)
+
+
+def _as_megabytes(value: Any) -> int:
+    if not _is_number(value) or not value > 0:
+        raise TypeError("expected a positive number of megabytes")
+    return int(value * _MB)
+
+
+_WORKER_KEYS: dict[str, _Key] = {
+    "name": _Key("name", _as_str),
+    "host": _Key("host", _as_str),
+    "port": _Key("port", _as_int),
+    "state": _Key("state", _as_str, is_path=True),
+    "threads": _Key("threads", _as_int),
+    "frame_limit_mb": _Key("frame_limit", _as_megabytes),
+    "exec_timeout": _Key("exec_timeout", _as_number),
+    "sandbox": _Key("sandbox", _as_str),
+    "session_grace": _Key("session_grace", _as_number),
+    "bulk_threshold_mb": _Key("bulk_threshold", _as_megabytes),
+}
+_ASSET_KEYS: dict[str, _Key] = {
+    "path": _Key("path", _as_str, is_path=True),
+    "mock": _Key("mock", _as_str, is_path=True),
+    "description": _Key("description", _as_str),
+    "show_row_count": _Key("show_row_count", _as_bool),
+    "show_shape": _Key("show_shape", _as_bool),
+    "mock_rows": _Key("mock_rows", _as_int),
+}
+_ASSET_TABLES = frozenset({"columns"})  # sub-tables parsed on their own
+_COLUMN_KEYS: dict[str, _Key] = {
+    "type": _Key("kind", _as_str),
+    "lower": _Key("lower", _as_number),
+    "upper": _Key("upper", _as_number),
+    "categories": _Key("categories", _as_str_list),
+}
+_TOP_LEVEL = frozenset({"worker", "assets"})
+_REQUIRED_WORKER = ("name", "state")
+
+
+@contextmanager
+def _within(table: str) -> Iterator[None]:
+    """Make the keys of errors raised by dataclass checks full TOML keys."""
+    try:
+        yield
+    except ConfigError as exc:
+        inner = exc.data.get("key")
+        if inner is None:
+            raise _fail(table, exc.message) from None
+        raise _fail(f"{table}.{inner}", exc.message.removeprefix(f"{inner}: ")) from None
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(key, "expected a table")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    allowed = sorted(allowed)
+    for key in table:
+        if key not in allowed:
+            name = f"{where}.{key}" if where else key
+            raise _fail(name, f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _convert(
+    table: Mapping[str, Any],
+    keys: Mapping[str, _Key],
+    where: str,
+    base: Path,
+    subtables: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Turn a TOML table into dataclass keyword arguments (``subtables`` are left to the caller)."""
+    _check_keys(table, [*keys, *subtables], where)
+    kwargs: dict[str, Any] = {}
+    for key, spec in keys.items():
+        if key not in table:
+            continue
+        try:
+            value = spec.convert(table[key])
+        except TypeError as exc:
+            raise _fail(f"{where}.{key}", f"{exc}, got {table[key]!r}") from None
+        kwargs[spec.field] = (base / value).resolve() if spec.is_path else value
+    return kwargs
+
+
+def _suffix_kind(key: str, path: Path) -> str:
+    kind = ASSET_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        supported = ", ".join(ASSET_SUFFIXES)
+        raise _fail(key, f"unsupported file type {path.suffix!r} (supported: {supported})")
+    return kind
+
+
+def _check_files(spec: AssetSpec) -> None:
+    if not spec.path.is_file():
+        raise _fail("path", f"asset file not found: {spec.path}")
+    if spec.mock is not None and not spec.mock.is_file():
+        raise _fail("mock", f"mock file not found: {spec.mock}")
+
+
+def _parse_asset(name: str, raw: Any, base: Path) -> AssetSpec:
+    where = f"assets.{name}"
+    try:
+        validate_asset_name(name)
+    except ConfigError as exc:
+        raise _fail(where, exc.message) from None
+    table = _table(raw, where)
+    kwargs = _convert(table, _ASSET_KEYS, where, base, subtables=_ASSET_TABLES)
+    if "path" not in kwargs:
+        raise _fail(f"{where}.path", "missing: the private data file is required")
+    columns = []
+    for col_name, col_raw in _table(table.get("columns", {}), f"{where}.columns").items():
+        col_where = f"{where}.columns.{col_name}"
+        col_kwargs = _convert(_table(col_raw, col_where), _COLUMN_KEYS, col_where, base)
+        if "kind" not in col_kwargs:
+            raise _fail(f"{col_where}.type", f"missing (one of {', '.join(COLUMN_KINDS)})")
+        with _within(where):
+            columns.append(ColumnSpec(name=col_name, **col_kwargs))
+    with _within(where):
+        spec = AssetSpec(name=name, columns=columns, **kwargs)
+        _check_files(spec)
+    return spec
+
+
+def _parse_document(doc: Mapping[str, Any], base: Path) -> WorkerConfig:
+    _check_keys(doc, _TOP_LEVEL, "")
+    if "worker" not in doc:
+        raise _fail("worker", "missing [worker] table")
+    worker = _convert(_table(doc["worker"], "worker"), _WORKER_KEYS, "worker", base)
+    for key in _REQUIRED_WORKER:
+        if _WORKER_KEYS[key].field not in worker:
+            raise _fail(f"worker.{key}", "missing")
+    assets = {
+        name: _parse_asset(name, raw, base)
+        for name, raw in _table(doc.get("assets", {}), "assets").items()
+    }
+    with _within("worker"):
+        return WorkerConfig(assets=assets, **worker)

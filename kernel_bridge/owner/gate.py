@@ -1,0 +1,135 @@
+"""The gate: what may leave a worker, decided by trusted code only.
+
+A clean value leaves on request; a tainted one only as the snapshot an owner
+approved. From a private kernel a cell yields a receipt and nothing else: its
+outputs are held. What a receipt says is bounded by what the *server* knows,
+not by what the kernel claims, because the kernel ran scientist code:
+
+* names: only names the cell's source assigns (parsed here), so a cell cannot
+  invent variable names that spell out private values;
+* type names and error types: mapped onto fixed vocabularies;
+* outputs: all of a cell's outputs form one held bundle, so their count says
+  nothing either.
+
+What remains observable is the small, documented residue of DESIGN.md's
+table: ok/error, the error's type, duration, which assigned names exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from typing import Any
+
+from ..errors import ApprovalRequired
+from ..ops.allowlist import safe_type_name
+from .session import RemoteObject, Session
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_REPORTED_NAMES = 100
+
+#: Exception names a receipt may report; anything else becomes "Exception".
+ERROR_TYPES = frozenset(
+    name for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, BaseException)
+) | frozenset({"Aborted", "UnknownAsset"})
+
+
+def safe_error_name(ename: Any) -> str:
+    """The reportable form of an exception type name raised in a kernel."""
+    return ename if isinstance(ename, str) and ename in ERROR_TYPES else "Exception"
+
+
+def assigned_names(code: str) -> list[str]:
+    """Names a cell's source binds at top level or anywhere (conservatively), in order.
+
+    IPython syntax (magics, ``!cmd``) is transformed first, like the kernel does.
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        code = TransformerManager().transform_cell(code)
+    except Exception:  # IPython missing or odd syntax: parse the raw text
+        pass
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    found: dict[str, None] = {}
+
+    def add(target: ast.AST) -> None:
+        for node in ast.walk(target):
+            if isinstance(node, ast.Name):
+                found.setdefault(node.id)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                add(t)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor):
+            add(node.target)
+        elif isinstance(node, ast.NamedExpr):
+            add(node.target)
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    add(item.optional_vars)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                found.setdefault((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found.setdefault(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            found.setdefault(node.name)
+    return [n for n in found if _NAME_RE.match(n)][:MAX_REPORTED_NAMES]
+
+
+def check_release(session: Session, obj: RemoteObject) -> None:
+    """Raise :class:`ApprovalRequired` unless ``obj`` may leave without approval."""
+    taint = session.taint_of(obj)
+    if taint:
+        raise ApprovalRequired(
+            f"this value derives from private data ({', '.join(sorted(taint))}); "
+            "ask the owner with .request(reason=...)",
+            object=obj.id,
+            taint=sorted(taint),
+        )
+
+
+def receipt_names(
+    candidates: list[str], reported: Any, known: dict[str, str]
+) -> list[dict[str, str]]:
+    """Turn the kernel's claim about variables into receipt entries.
+
+    Only names from ``candidates`` (parsed from the source) count; types are
+    mapped onto the fixed vocabulary. ``known`` (name -> type) is updated.
+    """
+    if not isinstance(reported, dict):
+        return []
+    out = []
+    for name in candidates:
+        tname = reported.get(name)
+        if tname is None:
+            continue
+        tname = safe_type_name(tname)
+        change = "changed" if name in known else "created"
+        known[name] = tname
+        out.append({"name": name, "type": tname, "change": change})
+    return out
+
+
+def parse_user_expression(payload: Any, limit: int = 1 << 16) -> Any:
+    """Decode the JSON a kernel returned through ``user_expressions`` (hostile input)."""
+    import json
+
+    try:
+        if payload.get("status") != "ok":
+            return None
+        text = payload["data"]["text/plain"]
+        if not isinstance(text, str) or len(text) > limit:
+            return None
+        inner = ast.literal_eval(text)
+        return json.loads(inner) if isinstance(inner, str) else None
+    except Exception:
+        return None

@@ -1,0 +1,174 @@
+"""``kb.Owner``: the data owner's side, in Python.
+
+It opens the worker's state directory directly (the owner runs on the
+worker's machine), so it works whether or not the worker is running. The CLI,
+the approval panel and the widgets all go through this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..wire import codec
+from .store import RequestRow, Store
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request as the owner sees it (the value is loaded on demand)."""
+
+    id: int
+    scientist: str
+    reason: str
+    kind: str
+    value_type: str
+    size: int
+    sha256: str
+    status: str
+    deny_reason: str | None
+    created: float
+    decided: float | None
+    lineage: list[dict[str, Any]]
+    object_id: str
+
+    @classmethod
+    def from_row(cls, row: RequestRow) -> PendingRequest:
+        return cls(id=row.id, scientist=row.scientist, reason=row.reason, kind=row.kind,
+                   value_type=row.value_type, size=row.size, sha256=row.sha256,
+                   status=row.status, deny_reason=row.deny_reason, created=row.created,
+                   decided=row.decided, lineage=row.lineage, object_id=row.object_id)
+
+    def code(self) -> str:
+        """The session's lineage up to the request, as one readable listing."""
+        lines = []
+        for e in self.lineage:
+            mark = "  # <- requested value" if e.get("target") else ""
+            tag = "" if e.get("kernel") == "private" else f"  # [{e.get('kernel')}]"
+            if e["kind"] == "cell":
+                lines.append(f"# [{e['seq']}] cell{tag}")
+                lines.extend(str(e["code"]).splitlines())
+            else:
+                lines.append(f"# [{e['seq']}] {e['code']}{tag}{mark}")
+        return "\n".join(lines)
+
+
+class Owner:
+    """The owner's handle on a worker's state directory.
+
+    Parameters
+    ----------
+    state : str or Path
+        The worker's ``--state`` directory.
+
+    Examples
+    --------
+    >>> owner = Owner("./state/alice")            # doctest: +SKIP
+    >>> for r in owner.requests(): print(r.id, r.scientist, r.reason)  # doctest: +SKIP
+    >>> owner.approve(3)                          # doctest: +SKIP
+    """
+
+    def __init__(self, state: str | Path) -> None:
+        self.store = Store(state)
+
+    def __repr__(self) -> str:
+        return f"Owner({str(self.store.dir)!r})"
+
+    def close(self) -> None:
+        self.store.close()
+
+    # requests
+    def requests(self, status: str | None = "pending") -> list[PendingRequest]:
+        """Requests with the given status (``None`` for all), oldest first."""
+        return [PendingRequest.from_row(r) for r in self.store.requests(status=status)]
+
+    def request(self, request_id: int) -> PendingRequest:
+        row = self.store.request(request_id)
+        if row is None:
+            raise KeyError(f"no request {request_id}")
+        return PendingRequest.from_row(row)
+
+    def value(self, request_id: int) -> Any:
+        """The exact snapshot the scientist asked for (decoded), for review."""
+        row = self.store.request(request_id)
+        if row is None:
+            raise KeyError(f"no request {request_id}")
+        return codec.loads(self.store.snapshot_bytes(row), limit=None)
+
+    def approve(self, request_id: int) -> PendingRequest:
+        """Release the snapshot to its requester."""
+        return PendingRequest.from_row(self.store.decide(request_id, True))
+
+    def deny(self, request_id: int, reason: str) -> PendingRequest:
+        """Refuse the request; ``reason`` is shown to the scientist."""
+        if not reason or not reason.strip():
+            raise ValueError("a denial needs a reason the scientist can act on")
+        return PendingRequest.from_row(self.store.decide(request_id, False, reason))
+
+    # tokens
+    def add_token(self, scientist: str) -> str:
+        """Create a token for ``scientist`` (replacing an old one); shown only now."""
+        return self.store.add_token(scientist)
+
+    def revoke_token(self, scientist: str) -> bool:
+        return self.store.revoke_token(scientist)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.store.tokens()
+
+    def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit entries, oldest first."""
+        return self.store.audit_log(limit)
+
+
+def render_value(value: Any, max_chars: int = 4000) -> str:
+    """A plain-text rendering of a snapshot for terminals (CLI ``requests show``)."""
+    if isinstance(value, list) and all(isinstance(o, dict) and "msg_type" in o for o in value):
+        return render_outputs(value, max_chars)
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            head = f"tensor shape={tuple(value.shape)} dtype={value.dtype}"
+            if value.numel() and value.dtype.is_floating_point:
+                v = value.detach().double()
+                head += (f" min={v.min().item():.6g} max={v.max().item():.6g} "
+                         f"mean={v.mean().item():.6g}")
+            return f"{head}\n{value!r}"[:max_chars]
+    except ImportError:  # pragma: no cover
+        pass
+    text = value.to_string(max_rows=40) if hasattr(value, "to_string") else repr(value)
+    return text if len(text) <= max_chars else text[:max_chars] + "\n... (truncated)"
+
+
+def render_outputs(outputs: list[dict[str, Any]], max_chars: int = 4000) -> str:
+    """Held cell outputs as text, in order."""
+    parts = []
+    for o in outputs:
+        c = o.get("content", {})
+        t = o.get("msg_type")
+        if t == "stream":
+            parts.append(str(c.get("text", "")))
+        elif t in ("display_data", "execute_result", "update_display_data"):
+            data = c.get("data", {})
+            parts.append(str(data.get("text/plain", f"<{', '.join(data)}>")) + "\n")
+        elif t == "error":
+            parts.append(f"{c.get('ename')}: {c.get('evalue')}\n")
+        else:
+            parts.append(f"<{t}>\n")
+    text = "".join(parts)
+    return text if len(text) <= max_chars else text[:max_chars] + "\n... (truncated)"
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def state_path(state: str | Path) -> Path:
+    return Path(state).expanduser().resolve()

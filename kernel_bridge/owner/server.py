@@ -1,0 +1,692 @@
+"""The worker server: websockets in, kernels behind, the gate in between.
+
+Each authenticated connection gets a session (resumable after a reconnect);
+each message becomes a task, so an ``interrupt`` can overtake a running cell.
+Kernel work is serialised per kernel by :attr:`KernelHost.lock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+from .. import __version__
+from ..errors import (
+    AuthenticationError,
+    CodecError,
+    ExecutionTimeout,
+    KernelDied,
+    MalformedFrame,
+    PermissionDenied,
+    ProtocolError,
+    RemoteError,
+    RequestDenied,
+    RequestPending,
+    SyftError,
+    UnknownAsset,
+    UnknownObject,
+    VersionMismatch,
+)
+from ..ops import allowlist
+from ..wire import codec, frames
+from ..wire.bulk import TICKET_TTL, BulkServer
+from ..wire.refs import PointerRef
+from . import gate
+from .assets import Asset, load_assets
+from .config import WorkerConfig
+from .session import Session
+from .store import Store
+
+log = logging.getLogger("syftlab.worker")
+
+#: Largest upload accepted on the bulk path.
+MAX_UPLOAD = 16 << 30
+
+Handler = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class WorkerServer:
+    """The trusted worker process.
+
+    Parameters
+    ----------
+    config : WorkerConfig
+        Settings (from TOML and/or flags).
+    """
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.store = Store(config.state)
+        self.assets: dict[str, Asset] = load_assets(config)
+        self.sessions: dict[str, Session] = {}
+        self.sandboxed = config.sandbox != "none"
+        self._hide = [self.store.dir] + [a.spec.path for a in self.assets.values()]
+        self.bulk: BulkServer | None = None
+        self._server: Any = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._asset_frames: dict[tuple[str, str], tuple[bytes, list[Any]]] = {}
+        self.handlers: dict[str, Handler] = {
+            "datasets": self.op_datasets,
+            "send": self.op_send,
+            "asset": self.op_asset,
+            "op": self.op_op,
+            "get": self.op_get,
+            "var": self.op_var,
+            "delete": self.op_delete,
+            "request": self.op_request,
+            "request_status": self.op_request_status,
+            "wait_request": self.op_wait_request,
+            "request_result": self.op_request_result,
+            "requests": self.op_requests,
+            "run": self.op_run,
+            "interrupt": self.op_interrupt,
+            "restart": self.op_restart,
+            "upload_ticket": self.op_upload_ticket,
+            "ping": self.op_ping,
+        }
+        self._uploads: dict[bytes, asyncio.Future[Any]] = {}
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.sandboxed:
+            log.warning("!" * 72)
+            log.warning("UNSAFE: kernels run WITHOUT a sandbox (--unsafe-no-sandbox). Scientist "
+                        "code can read this worker's state and private files.")
+            log.warning("!" * 72)
+        self.bulk = BulkServer(self.config.host)
+        self._server = await serve(
+            self._connection, self.config.host, self.config.port,
+            max_size=self.config.frame_limit, compression=None, ping_interval=20,
+            ping_timeout=60,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        self._reaper = asyncio.create_task(self._reap_sessions())
+        self.store.audit("worker", "start", {"port": self.port, "sandboxed": self.sandboxed})
+        log.info("worker %s listening on ws://%s:%d (bulk port %d)", self.config.name,
+                 self.config.host, self.port, self.bulk.port)
+
+    async def serve_forever(self, ready: Callable[[int], None] | None = None) -> None:
+        await self.start()
+        if ready is not None:
+            ready(self.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for s in list(self.sessions.values()):
+            await s.shutdown()
+        if self.bulk is not None:
+            self.bulk.close()
+        self.store.audit("worker", "stop", {})
+        self.store.close()
+
+    async def _reap_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            now = time.time()
+            for s in list(self.sessions.values()):
+                if s.detached_at is not None and now - s.detached_at > self.config.session_grace:
+                    del self.sessions[s.id]
+                    await s.shutdown()
+
+    # -- connections ------------------------------------------------------------
+    async def _connection(self, ws: ServerConnection) -> None:
+        session = await self._handshake(ws)
+        if session is None:
+            return
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async for raw in ws:
+                try:
+                    msg = self._decode(raw)
+                except ProtocolError as exc:
+                    await self._send(ws, {"re": None, "error": exc.to_wire()})
+                    continue
+                t = asyncio.create_task(self._dispatch(ws, session, msg))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if session.connection is ws:
+                session.connection = None
+                session.detached_at = time.time()
+
+    def _decode(self, raw: Any) -> dict[str, Any]:
+        if isinstance(raw, str):
+            raise MalformedFrame("text frames are not part of the protocol; send binary frames")
+        msg = codec.loads(raw, limit=self.config.frame_limit)
+        if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+            raise MalformedFrame("a message is a map with an 'op' string")
+        return msg
+
+    async def _send(self, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        header, buffers = codec.encode(msg)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(frames.pack_bytes(header, buffers))
+
+    async def _handshake(self, ws: ServerConnection) -> Session | None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), timeout=30)
+            try:
+                msg = self._decode(raw)
+            except VersionMismatch as exc:
+                await self._send_v1_error(ws, exc)
+                return None
+            if msg.get("op") != "hello":
+                raise ProtocolError("the first message must be 'hello'")
+            versions = msg.get("versions") or []
+            if frames.WIRE_VERSION not in versions:
+                raise VersionMismatch(
+                    f"this worker speaks wire versions {list(frames.SUPPORTED_VERSIONS)}, "
+                    f"the client offered {versions}", supported=list(frames.SUPPORTED_VERSIONS))
+            scientist = self.store.scientist_for(msg.get("token") or "")
+            if scientist is None:
+                self.store.audit("unknown", "auth_refused", {"peer": str(ws.remote_address)})
+                raise AuthenticationError("token missing, wrong or revoked; ask the data owner "
+                                          "for one (syftlab token add NAME)")
+            session, resumed = self._open_session(scientist, msg.get("resume"))
+        except (SyftError, asyncio.TimeoutError, websockets.ConnectionClosed) as exc:
+            if isinstance(exc, SyftError):
+                await self._send(ws, {"re": 0, "error": exc.to_wire()})
+                await ws.close(1008, type(exc).__name__)
+            return None
+        old = session.connection
+        session.connection, session.detached_at = ws, None
+        if old is not None and old is not ws:
+            await old.close(1000, "session resumed elsewhere")
+        await self._send(ws, {
+            "re": 0, "ok": True, "version": frames.WIRE_VERSION, "session": session.id,
+            "resume_key": session.resume_key, "resumed": resumed, "worker": self.config.name,
+            "scientist": scientist, "bulk_port": self.bulk.port if self.bulk else 0,
+            "bulk_threshold": self.config.bulk_threshold, "frame_limit": self.config.frame_limit,
+            "server": f"syftlab {__version__}", "sandboxed": self.sandboxed,
+        })
+        return session
+
+    async def _send_v1_error(self, ws: ServerConnection, exc: SyftError) -> None:
+        await self._send(ws, {"re": 0, "error": exc.to_wire()})
+        await ws.close(1002, "version mismatch")
+
+    def _open_session(self, scientist: str, resume: Any) -> tuple[Session, bool]:
+        if isinstance(resume, dict):
+            s = self.sessions.get(str(resume.get("session")))
+            if s is not None and s.scientist == scientist and resume.get("key") == s.resume_key:
+                return s, True
+        s = Session(scientist, self._hide, sandboxed=self.sandboxed,
+                    threads=self.config.threads, bulk_threshold=self.config.bulk_threshold)
+        self.sessions[s.id] = s
+        self.store.add_session(s.id, scientist)
+        return s, False
+
+    async def _dispatch(self, ws: ServerConnection, session: Session,
+                        msg: dict[str, Any]) -> None:
+        mid = msg.get("#")
+        try:
+            handler = self.handlers.get(msg["op"])
+            if handler is None:
+                raise ProtocolError(f"unknown operation {msg['op']!r}")
+            reply = await handler(session, msg)
+            reply = {"re": mid, "ok": True, **reply}
+        except SyftError as exc:
+            reply = {"re": mid, "error": exc.to_wire()}
+        except Exception as exc:  # a bug of ours: say so without details that could leak
+            log.exception("internal error in %s", msg.get("op"))
+            reply = {"re": mid, "error": {"type": "SyftError",
+                                          "message": f"internal worker error ({type(exc).__name__})",
+                                          "data": {}}}
+        try:
+            await self._send(ws, reply)
+        except (CodecError, ValueError) as exc:
+            await self._send(ws, {"re": mid, "error": CodecError(str(exc)).to_wire()})
+
+    # -- helpers ----------------------------------------------------------------
+    def _pointer(self, session: Session, obj: Any) -> dict[str, Any]:
+        show = all(self.assets[a].spec.show_shape for a in session.taint_of(obj)
+                   if a in self.assets)
+        return session.pointer_info(obj, show)
+
+    async def _agent(self, session: Session, kernel: str, content: dict[str, Any],
+                     buffers: list[Any] | None = None, timeout: float | None = None
+                     ) -> tuple[dict[str, Any], list[Any]]:
+        """One agent request; the caller holds the kernel's lock."""
+        host = session.host(kernel)
+        try:
+            reply, bufs = await host.request(content, buffers,
+                                             timeout=timeout or self.config.exec_timeout)
+        except KernelDied:
+            session.kernel_restarted(kernel)
+            raise
+        if reply.get("status") != "ok":
+            ename = reply.get("ename")
+            if ename == "KeyError" and content.get("action") in ("op", "get"):
+                raise UnknownObject("the object is gone from the kernel")
+            if ename == "MethodNotAllowed":
+                raise allowlist_error(reply)
+            # Only the type: the message could quote private values.
+            name = gate.safe_error_name(ename)
+            raise RemoteError(f"{name} raised on the worker", error_type=name)
+        return reply, bufs
+
+    def _value_frame(self, session: Session, kernel: str, reply: dict[str, Any],
+                     bufs: list[Any], copy: bool) -> tuple[list[Any], int]:
+        """The frame the agent produced, validated; ``copy`` detaches it from the arena."""
+        if "arena" in reply:
+            host = session.host(kernel)
+            assert host.arena is not None
+            size = int(reply["arena"])
+            view = host.arena.view(size)
+            data: Any = bytes(view) if copy else view
+            codec.loads(data, limit=None)  # validate: a kernel is not trusted
+            return [data], size
+        if not bufs:
+            raise ProtocolError("the kernel sent no value")
+        codec.decode(bufs[0], bufs[1:])
+        pieces = frames.pack(bytes(bufs[0]), bufs[1:])
+        if copy:
+            pieces = [b"".join(bytes(p) for p in pieces)]
+        return pieces, frames.frame_size(bytes(bufs[0]), bufs[1:])
+
+    def _deliver(self, pieces: list[Any], size: int
+                 ) -> tuple[dict[str, Any], asyncio.Future[Any] | None]:
+        """Inline small frames; hand large ones to the bulk path.
+
+        Returns the reply fields and, for a bulk transfer, a future that is done
+        once the client has read every byte (or the ticket expired).
+        """
+        if size < self.config.bulk_threshold or self.bulk is None:
+            data = pieces[0] if len(pieces) == 1 else b"".join(bytes(p) for p in pieces)
+            return {"frame": bytes(data)}, None
+        ticket, done = self.bulk.offer(pieces)
+        asyncio.get_running_loop().call_later(TICKET_TTL, self.bulk.cancel, ticket)
+        return {"download": ticket, "size": size}, done
+
+    async def _load_asset(self, session: Session, kernel: str, name: str) -> None:
+        """Place asset ``name`` (private or mock side) in a kernel; caller holds the lock."""
+        state = session.kernels[kernel]
+        if name in state.loaded:
+            return
+        asset = self.assets[name]
+        key = (kernel, name)
+        if key not in self._asset_frames:
+            value = asset.private() if kernel == "private" else asset.mock()
+            self._asset_frames[key] = codec.encode(value)
+        header, buffers = self._asset_frames[key]
+        content, bufs = await self._put_content(session, kernel, header, buffers)
+        oid = f"asset_{name}_{kernel}_{session.host(kernel).generation}"
+        content.update(action="put", id=oid, bind=name)
+        reply, _ = await self._agent(session, kernel, content, bufs)
+        state.loaded.add(name)
+        seq = session.record("asset", f"{name} = <asset {name!r} ({kernel})>", kernel, oid)
+        session.add_object(kernel, reply["meta"], {name} if kernel == "private" else set(),
+                           seq, oid=oid)
+
+    async def _put_content(self, session: Session, kernel: str, header: bytes,
+                           buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        size = frames.frame_size(header, buffers)
+        host = session.host(kernel)
+        await host.ensure_started()
+        if size >= self.config.bulk_threshold and host.arena is not None:
+            host.arena.write(frames.pack(header, buffers))
+            return {"arena": size}, []
+        return {}, [header, *buffers]
+
+    def _mentions(self, code: str) -> list[str]:
+        return [n for n in self.assets if re.search(rf"\b{re.escape(n)}\b", code)]
+
+    # -- operations -------------------------------------------------------------
+    async def op_ping(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"time": time.time()}
+
+    async def op_datasets(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"datasets": [a.describe() for a in self.assets.values()]}
+
+    async def op_upload_ticket(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.bulk is not None
+        size = int(msg.get("size", 0))
+        if size > MAX_UPLOAD:
+            raise ProtocolError(f"uploads are limited to {MAX_UPLOAD} bytes")
+        ticket, fut = self.bulk.expect(size)
+        self._uploads[ticket] = fut
+        return {"ticket": ticket, "port": self.bulk.port}
+
+    async def op_send(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        kernel = "mock" if msg.get("mock") else "private"
+        if "upload" in msg:
+            fut = self._uploads.pop(msg["upload"], None)
+            if fut is None:
+                raise ProtocolError("unknown upload ticket")
+            data = await asyncio.wait_for(fut, 120)
+            hdr, bufs = frames.unpack(memoryview(data), limit=None)
+            value_header, value_buffers = bytes(hdr), list(bufs)
+            codec.decode(value_header, value_buffers)  # validate before it reaches a kernel
+        else:
+            value_header, value_buffers = codec.encode(msg.get("value"))
+        host = session.host(kernel)
+        async with host.lock:
+            content, bufs = await self._put_content(session, kernel, value_header, value_buffers)
+            oid = gate_new_id()
+            content.update(action="put", id=oid)
+            reply, _ = await self._agent(session, kernel, content, bufs)
+            seq = session.record("send", f"{oid} = send(<{reply['meta'].get('type')}>)",
+                                 kernel, oid)
+            state = session.kernels[kernel]
+            taint = set(state.holds) if state.dirty else set()
+            obj = session.add_object(kernel, reply["meta"], taint, seq, oid=oid)
+        return {"pointer": self._pointer(session, obj)}
+
+    async def op_asset(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        name = msg.get("name")
+        kernel = "mock" if msg.get("mock") else "private"
+        if name not in self.assets:
+            raise UnknownAsset(f"no asset named {name!r}; this worker has "
+                               f"{sorted(self.assets)}", name=str(name)[:80])
+        host = session.host(kernel)
+        async with host.lock:
+            await self._load_asset(session, kernel, name)
+            obj = session.get(f"asset_{name}_{kernel}_{host.generation}")
+        return {"pointer": self._pointer(session, obj)}
+
+    def _refs(self, session: Session, value: Any, kernel: str, found: list[Any],
+              depth: int = 0) -> None:
+        if depth > 32:
+            raise ProtocolError("arguments nest too deeply")
+        if isinstance(value, PointerRef):
+            found.append(session.get(value.id, kernel))
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self._refs(session, v, kernel, found, depth + 1)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self._refs(session, v, kernel, found, depth + 1)
+
+    async def op_op(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        kind, name = msg.get("kind"), msg.get("name")
+        target = session.get(msg.get("target"))
+        kernel = target.kernel
+        if target.is_output:
+            raise PermissionDenied("held outputs cannot be operated on; request them instead")
+        args, kwargs = list(msg.get("args") or []), dict(msg.get("kwargs") or {})
+        if kind == "binop" and name not in allowlist.BINARY_OPS:
+            raise allowlist_error({"evalue": f"operator {name!r} is not allowed"})
+        if kind == "unop" and name not in allowlist.UNARY_OPS:
+            raise allowlist_error({"evalue": f"operator {name!r} is not allowed"})
+        if kind in ("attr", "method"):
+            allowlist.check_name(allowlist.family_of(target.type_name), str(name))
+        elif kind not in ("binop", "unop", "getitem", "setitem"):
+            raise ProtocolError(f"unknown operation kind {kind!r}")
+        operands: list[Any] = []
+        self._refs(session, [args, kwargs], kernel, operands)
+        taint = set(session.taint_of(target))
+        arg_taint: set[str] = set()
+        for o in operands:
+            if o.is_output:
+                raise PermissionDenied("held outputs cannot be used as arguments")
+            arg_taint |= session.taint_of(o)
+        host = session.host(kernel)
+        async with host.lock:
+            oid = gate_new_id()
+            req = {"kind": kind, "name": name, "target": target.id, "args": args,
+                   "kwargs": kwargs, "reflected": bool(msg.get("reflected")), "out": oid}
+            header, buffers = codec.encode(req)
+            reply, _ = await self._agent(session, kernel, {"action": "op"}, [header, *buffers])
+            # The method may have mutated its receiver with the arguments' data.
+            target.taint |= arg_taint
+            session.kernels[kernel].holds |= arg_taint
+            seq = session.record("op", describe_op(oid, target.id, kind, name, args, kwargs,
+                                                   bool(msg.get("reflected"))), kernel, oid)
+            if kind == "setitem":
+                return {"pointer": None}
+            obj = session.add_object(kernel, reply["meta"], taint | arg_taint, seq, oid=oid)
+        return {"pointer": self._pointer(session, obj)}
+
+    async def op_var(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        name = msg.get("name")
+        kernel = "mock" if msg.get("mock") else "private"
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise ProtocolError("a variable name is a public Python identifier")
+        host = session.host(kernel)
+        async with host.lock:
+            if name in self.assets and name not in session.kernels[kernel].loaded:
+                await self._load_asset(session, kernel, name)
+            oid = gate_new_id()
+            try:
+                reply, _ = await self._agent(session, kernel,
+                                             {"action": "bind_var", "name": name, "id": oid})
+            except RemoteError:
+                raise UnknownObject(f"no variable {name!r} in the {kernel} kernel",
+                                    name=name) from None
+            seq = session.record("var", f"{oid} = {name}", kernel, oid)
+            state = session.kernels[kernel]
+            taint = {name} if name in state.loaded and not state.dirty else set(state.holds)
+            obj = session.add_object(kernel, reply["meta"], taint, seq, oid=oid)
+        return {"pointer": self._pointer(session, obj)}
+
+    async def op_delete(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        by_kernel: dict[str, list[str]] = {}
+        for oid in msg.get("ids") or []:
+            obj = session.objects.get(oid) if isinstance(oid, str) else None
+            if obj is not None and not obj.id.startswith("asset_"):
+                del session.objects[oid]
+                if not obj.is_output:
+                    by_kernel.setdefault(obj.kernel, []).append(oid)
+        for kernel, ids in by_kernel.items():
+            host = session.host(kernel)
+            if host.started:
+                async with host.lock:
+                    await self._agent(session, kernel, {"action": "delete", "ids": ids})
+        return {}
+
+    async def op_get(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        obj = session.get(msg.get("id"))
+        gate.check_release(session, obj)
+        if obj.is_output:
+            header, buffers = codec.encode(obj.outputs)
+            out, _ = self._deliver(frames.pack(header, buffers),
+                                   frames.frame_size(header, buffers))
+            return out
+        host = session.host(obj.kernel)
+        await host.lock.acquire()
+        done: asyncio.Future[Any] | None = None
+        try:
+            reply, bufs = await self._agent(session, obj.kernel, {"action": "get", "id": obj.id})
+            pieces, size = self._value_frame(session, obj.kernel, reply, bufs, copy=False)
+            out, done = self._deliver(pieces, size)
+            session.record("get", f"get({obj.id})", obj.kernel, obj.id)
+        finally:
+            if done is None:
+                host.lock.release()
+            else:
+                # The arena must not be reused before the client has read it all.
+                done.add_done_callback(lambda f: (f.exception(), host.lock.release()))
+        return out
+
+    async def op_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        obj = session.get(msg.get("id"))
+        reason = msg.get("reason") or ""
+        if not isinstance(reason, str) or len(reason) > 4000:
+            raise ProtocolError("a reason is a string of at most 4000 characters")
+        if obj.is_output:
+            data = codec.dumps(obj.outputs)
+            value_type = "outputs"
+        else:
+            host = session.host(obj.kernel)
+            async with host.lock:
+                reply, bufs = await self._agent(session, obj.kernel,
+                                                {"action": "get", "id": obj.id})
+                pieces, _ = self._value_frame(session, obj.kernel, reply, bufs, copy=True)
+            data = pieces[0]
+            value_type = obj.type_name
+        lineage = [dict(e, target=(e["object"] == obj.id)) for e in session.lineage
+                   if e["seq"] <= len(session.lineage)]
+        row = self.store.add_request(
+            scientist=session.scientist, session_id=session.id, object_id=obj.id,
+            kind="output" if obj.is_output else "value", value_type=value_type,
+            reason=reason, frame=data, lineage=lineage,
+        )
+        return {"request": row.public()}
+
+    def _own_request(self, session: Session, rid: Any) -> Any:
+        row = self.store.request(int(rid)) if isinstance(rid, int) else None
+        if row is None or row.scientist != session.scientist:
+            raise PermissionDenied(f"no request {rid} of yours on this worker", request=rid)
+        return row
+
+    async def op_request_status(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"request": self._own_request(session, msg.get("request")).public()}
+
+    async def op_requests(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"requests": [r.public() for r in self.store.requests(scientist=session.scientist)]}
+
+    async def op_wait_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        rid = msg.get("request")
+        timeout = float(msg.get("timeout") or 0)
+        deadline = time.monotonic() + max(0.0, min(timeout, 3600.0))
+        while True:
+            row = self._own_request(session, rid)
+            if row.status != "pending" or time.monotonic() >= deadline:
+                return {"request": row.public()}
+            await asyncio.sleep(0.1)
+
+    async def op_request_result(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        row = self._own_request(session, msg.get("request"))
+        if row.status == "pending":
+            raise RequestPending(f"request {row.id} is still pending", request=row.id)
+        if row.status == "denied":
+            raise RequestDenied(f"request {row.id} was denied: {row.deny_reason or ''}",
+                                request=row.id, reason=row.deny_reason or "")
+        data = self.store.snapshot_bytes(row)
+        self.store.record_release(row)  # committed before a byte leaves
+        out, _ = self._deliver([data], len(data))
+        out["sha256"] = row.sha256
+        return out
+
+    async def op_run(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        code = msg.get("code")
+        if not isinstance(code, str):
+            raise ProtocolError("'code' must be a string")
+        kernel = "mock" if msg.get("mock") else "private"
+        timeout = msg.get("timeout")
+        timeout = float(timeout) if isinstance(timeout, int | float) else self.config.exec_timeout
+        state = session.kernels[kernel]
+        host = state.host
+        candidates = gate.assigned_names(code)
+        expr = {"names": "__import__('kernel_bridge.kernel.agent').kernel.agent.names_json("
+                         f"{candidates!r})"}
+        async with host.lock:
+            for name in self._mentions(code):
+                await self._load_asset(session, kernel, name)
+            seq = session.record("cell", code, kernel)
+            if kernel == "private":
+                state.dirty = True  # before running: even a crash mid-cell taints
+            try:
+                result = await host.execute(code, timeout=timeout, user_expressions=expr)
+            except KernelDied:
+                session.kernel_restarted(kernel)
+                raise
+            reported = gate.parse_user_expression(result.user_expressions.get("names"))
+            if result.status != "ok" and candidates:
+                with contextlib.suppress(SyftError):
+                    r, _ = await self._agent(session, kernel,
+                                             {"action": "names", "names": candidates}, timeout=10)
+                    reported = r.get("names")
+        names = gate.receipt_names(candidates, reported, state.names)
+        receipt: dict[str, Any] = {
+            "worker": self.config.name, "kernel": kernel, "status": result.status,
+            "error_type": gate.safe_error_name(result.ename) if result.ename else None,
+            "duration": round(result.duration, 4), "names": names, "cell": seq, "held": [],
+        }
+        if kernel == "mock":
+            receipt["outputs"] = result.outputs
+        elif result.outputs:
+            obj = session.add_object(kernel, {"type": "outputs"}, set(state.holds), seq,
+                                     oid=gate_new_id("o"), outputs=result.outputs)
+            receipt["held"] = [self._pointer(session, obj)]
+        if result.status == "timeout":
+            receipt["error_type"] = "TimeoutError"
+        return {"receipt": receipt}
+
+    async def op_interrupt(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        kernel = "mock" if msg.get("mock") else "private"
+        await session.host(kernel).interrupt()
+        return {}
+
+    async def op_restart(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        kernel = "mock" if msg.get("mock") else "private"
+        host = session.host(kernel)
+        await host.interrupt() if host.started else None
+        async with host.lock:
+            await host.restart()
+            session.kernel_restarted(kernel)
+        return {}
+
+
+def gate_new_id(prefix: str = "p") -> str:
+    from .session import new_id
+
+    return new_id(prefix)
+
+
+def allowlist_error(reply: dict[str, Any]) -> SyftError:
+    from ..errors import MethodNotAllowed
+
+    return MethodNotAllowed(str(reply.get("evalue", "operation not allowed"))[:300])
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, PointerRef):
+        return v.id
+    if isinstance(v, list | tuple):
+        inner = ", ".join(_short(x) for x in v[:8]) + (", ..." if len(v) > 8 else "")
+        return f"[{inner}]" if isinstance(v, list) else f"({inner})"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(x)}" for k, x in list(v.items())[:8]) + "}"
+    shape = getattr(v, "shape", None)
+    if shape is not None:
+        return f"<{type(v).__name__} shape={tuple(shape)}>"
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def describe_op(out: str, target: str, kind: str, name: Any, args: list[Any],
+                kwargs: dict[str, Any], reflected: bool) -> str:
+    """Readable code for one pointer operation, for the lineage the owner reviews."""
+    a = ", ".join([_short(x) for x in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()])
+    if kind == "binop":
+        sym = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//",
+               "mod": "%", "pow": "**", "matmul": "@", "and": "&", "or": "|", "xor": "^",
+               "lshift": "<<", "rshift": ">>", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
+               "gt": ">", "ge": ">="}.get(str(name))
+        if name == "getitem":
+            return f"{out} = {target}[{a}]"
+        left, right = (a, target) if reflected else (target, a)
+        return f"{out} = {left} {sym} {right}"
+    if kind == "unop":
+        return f"{out} = {name}({target})"
+    if kind == "getitem":
+        return f"{out} = {target}[{a}]"
+    if kind == "setitem":
+        return f"{target}[{_short(args[0]) if args else ''}] = {_short(args[1]) if len(args) > 1 else ''}"
+    if kind == "attr":
+        return f"{out} = {target}.{name}"
+    return f"{out} = {target}.{name}({a})"

@@ -1,0 +1,1 @@
+"""Scientist side: connection, Worker, Pointer, Request, Receipt, launch."""

@@ -1,0 +1,150 @@
+"""``kb.launch``: a real worker process on localhost, already connected.
+
+The equivalent of PySyft's VirtualWorker for tutorials and tests, except that
+it is a real worker: its own process, kernels, sandbox and state directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from ..errors import ConfigError
+from .worker import Worker
+
+_children: list[WorkerProcess] = []
+
+
+class WorkerProcess:
+    """A worker started by :func:`launch`: its process, URL and state directory."""
+
+    def __init__(self, argv: list[str], state: Path, log: Path, env: dict[str, str]) -> None:
+        self.argv, self.state, self.log_path = argv, state, log
+        self.env = env
+        self.url = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> str:
+        ready = self.state / ".ready"
+        ready.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv + ["--ready-file", str(ready)], stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not ready.exists() or not ready.read_text():
+            if self.proc.poll() is not None:
+                raise ConfigError(f"worker exited with {self.proc.returncode}:\n"
+                                  f"{self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"worker did not start in {timeout}s; see {self.log_path}")
+            time.sleep(0.05)
+        self.url = ready.read_text().strip()
+        return self.url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL the worker (its kernels die with it), as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker cleanly (SIGTERM, then SIGKILL)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def _cleanup() -> None:
+    for p in _children:
+        p.stop(timeout=3)
+
+
+atexit.register(_cleanup)
+
+
+def launch(
+    name: str,
+    assets: dict[str, str] | None = None,
+    mocks: dict[str, str] | None = None,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    state: str | os.PathLike[str] | None = None,
+    scientist: str = "scientist",
+    port: int = 0,
+    sandbox: bool = True,
+    threads: int = 1,
+    extra_args: list[str] | None = None,
+) -> Worker:
+    """Start a worker process on a free localhost port and connect to it.
+
+    Parameters
+    ----------
+    name : str
+        The worker's name.
+    assets, mocks : dict of str to path, optional
+        Private assets and their mocks (``{"heart": "datasets/heart/alice.csv"}``).
+    config : path, optional
+        A worker TOML file instead of (or besides) ``assets``.
+    state : path, optional
+        State directory; a fresh temporary one by default.
+    scientist : str
+        Name for the token this call creates and connects with.
+    sandbox : bool
+        False starts kernels without bubblewrap (loudly unsafe; for machines without it).
+
+    Returns
+    -------
+    Worker
+        Connected; ``worker.process`` is the :class:`WorkerProcess` (``.stop()``, ``.kill()``).
+    """
+    from ..owner.owner_api import Owner
+
+    state_dir = Path(state) if state else Path(tempfile.mkdtemp(prefix=f"syftlab-{name}-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "kernel_bridge.owner.cli", "worker", name,
+            "--state", str(state_dir), "--port", str(port), "--threads", str(threads)]
+    if config:
+        argv += ["--config", str(config)]
+    for n, p in (assets or {}).items():
+        argv += ["--asset", f"{n}={p}"]
+    for n, p in (mocks or {}).items():
+        argv += ["--mock", f"{n}={p}"]
+    if not sandbox:
+        argv.append("--unsafe-no-sandbox")
+    argv += extra_args or []
+    owner = Owner(state_dir)
+    token = owner.add_token(scientist)
+    owner.close()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = WorkerProcess(argv, state_dir, state_dir / "worker.log", env)
+    url = proc.start()
+    _children.append(proc)
+    worker = Worker(url, token, name)
+    worker.process = proc
+    worker.token = token  # type: ignore[attr-defined]
+    return worker
+
+
+def relaunch(worker: Worker, timeout: float = 60.0) -> None:
+    """Start a stopped or killed launched worker again on the same port."""
+    proc: WorkerProcess = worker.process
+    if "--port" in proc.argv:
+        proc.argv[proc.argv.index("--port") + 1] = str(proc.port)
+    proc.start(timeout)
+    if proc not in _children:
+        _children.append(proc)

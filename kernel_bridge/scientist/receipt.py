@@ -1,0 +1,84 @@
+"""Receipts: what a scientist learns from a cell run on a worker."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pointer import Pointer
+    from .worker import Worker
+
+
+class Receipt:
+    """The gate's account of one cell.
+
+    Attributes
+    ----------
+    status : str
+        ``ok``, ``error``, ``interrupted`` or ``timeout``.
+    error_type : str or None
+        The exception's type only (never its message or traceback).
+    duration : float
+        Seconds the cell ran.
+    names : list of dict
+        Variables the cell created or changed: ``name``, ``type``, ``change``.
+    held : list of Pointer
+        Outputs withheld by the gate (requestable with ``.request()``).
+    outputs : list of dict
+        Full outputs, for mock runs only.
+    """
+
+    def __init__(self, worker: Worker, data: dict[str, Any], held: list[Pointer]) -> None:
+        self.worker = worker
+        self.data = data
+        self.held = held
+
+    status = property(lambda self: str(self.data["status"]))
+    error_type = property(lambda self: self.data.get("error_type"))
+    duration = property(lambda self: float(self.data["duration"]))
+    names = property(lambda self: list(self.data.get("names") or []))
+    kernel = property(lambda self: str(self.data["kernel"]))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def mock(self) -> bool:
+        return self.kernel == "mock"
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return list(self.data.get("outputs") or [])
+
+    def __getitem__(self, name: str) -> Pointer:
+        """A pointer to a variable the cell created or changed."""
+        if name not in {n["name"] for n in self.names}:
+            raise KeyError(f"the cell did not create or change {name!r}")
+        return self.worker.mock_vars[name] if self.mock else self.worker.vars[name]
+
+    def _summary(self) -> list[str]:
+        parts = [self.worker.name + (" (MOCK)" if self.mock else ""), self.status
+                 if not self.error_type else f"{self.status}: {self.error_type}",
+                 f"{self.duration * 1000:.0f} ms"]
+        for change in ("created", "changed"):
+            items = [f"{n['name']} ({n['type'].rsplit('.', 1)[-1]})" for n in self.names
+                     if n["change"] == change]
+            if items:
+                parts.append(f"{change} {', '.join(items)}")
+        if self.held:
+            parts.append(f"{len(self.held)} output held")
+        elif self.mock and self.outputs:
+            parts.append(f"{len(self.outputs)} output{'s' if len(self.outputs) > 1 else ''}")
+        return parts
+
+    def __repr__(self) -> str:
+        return " · ".join(self._summary())
+
+    def _repr_html_(self) -> str:
+        color = {"ok": "#2e7d32", "error": "#c62828"}.get(self.status, "#ef6c00")
+        parts = [html.escape(p) for p in self._summary()]
+        parts[1] = f'<b style="color:{color}">{parts[1]}</b>'
+        return ('<div class="syftlab-receipt" style="font-family:monospace;padding:2px 6px;'
+                f'border-left:3px solid {color}">{" · ".join(parts)}</div>')
