@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--reason", required=True)
     _state_arg(rd)
 
+    d = sub.add_parser("demo", help="start the sample workers alice and bob on localhost")
+    d.add_argument("--datasets", help="folder with alice.toml/bob.toml (default: the repo's)")
+    d.add_argument("--workers", nargs="+", default=["alice", "bob"])
+
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
     _state_arg(a)
@@ -197,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_token(args)
         if args.command == "requests":
             return run_requests(args)
+        if args.command == "demo":
+            from pathlib import Path
+
+            from ..demo import main as demo_main
+
+            return demo_main(Path(args.datasets) if args.datasets else None, args.workers)
         if args.command == "audit":
             return run_audit(args)
     except (SyftError, KeyError, ValueError) as exc:

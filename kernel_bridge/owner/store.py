@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import SyftError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY,
@@ -241,7 +243,8 @@ class Store:
         """The snapshot's bytes, checked against the hash stored with the request."""
         data = (self.snapshots / row.snapshot).read_bytes()
         if hashlib.sha256(data).hexdigest() != row.sha256:
-            raise ValueError(f"snapshot of request {row.id} does not match its hash")
+            raise SyftError(f"the stored snapshot of request {row.id} does not match the hash "
+                            "the owner approved; it will not be released")
         return data
 
     def record_release(self, row: RequestRow) -> None:

@@ -106,7 +106,8 @@ class Connection:
                     fut.set_exception(err)
             self._pending.clear()
 
-    async def call(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+    async def call(self, op: str, *, reply_timeout: float | None = None,
+                   **fields: Any) -> dict[str, Any]:
         """Send one request and return the reply's fields (raises the worker's typed error)."""
         if not self.connected:
             raise ConnectionLost(f"not connected to {self.url}; call reconnect()")
@@ -128,7 +129,7 @@ class Connection:
         self.bytes_sent += size
         self.messages += 1
         try:
-            reply = await asyncio.wait_for(fut, timeout) if timeout else await fut
+            reply = await asyncio.wait_for(fut, reply_timeout) if reply_timeout else await fut
         finally:
             self._pending.pop(mid, None)
         if "error" in reply:

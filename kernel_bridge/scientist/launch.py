@@ -23,9 +23,10 @@ _children: list[WorkerProcess] = []
 class WorkerProcess:
     """A worker started by :func:`launch`: its process, URL and state directory."""
 
-    def __init__(self, argv: list[str], state: Path, log: Path, env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], state: Path, log: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.argv, self.state, self.log_path = argv, state, log
-        self.env = env
+        self.env = env if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
