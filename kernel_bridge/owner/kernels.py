@@ -182,7 +182,7 @@ class KernelHost:
                 if not isinstance(exc, asyncio.TimeoutError | TimeoutError) and \
                         type(exc).__name__ != "Empty":
                     raise
-                if not await self._km.is_alive():
+                if self._km is None or not await self._km.is_alive():
                     await self._died()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise ExecutionTimeout(

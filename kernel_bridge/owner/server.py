@@ -23,7 +23,6 @@ from .. import __version__
 from ..errors import (
     AuthenticationError,
     CodecError,
-    ExecutionTimeout,
     KernelDied,
     MalformedFrame,
     PermissionDenied,
@@ -206,7 +205,7 @@ class WorkerServer:
                 raise AuthenticationError("token missing, wrong or revoked; ask the data owner "
                                           "for one (syftlab token add NAME)")
             session, resumed = self._open_session(scientist, msg.get("resume"))
-        except (SyftError, asyncio.TimeoutError, websockets.ConnectionClosed) as exc:
+        except (TimeoutError, SyftError, websockets.ConnectionClosed) as exc:
             if isinstance(exc, SyftError):
                 await self._send(ws, {"re": 0, "error": exc.to_wire()})
                 await ws.close(1008, type(exc).__name__)
@@ -252,9 +251,9 @@ class WorkerServer:
             reply = {"re": mid, "error": exc.to_wire()}
         except Exception as exc:  # a bug of ours: say so without details that could leak
             log.exception("internal error in %s", msg.get("op"))
-            reply = {"re": mid, "error": {"type": "SyftError",
-                                          "message": f"internal worker error ({type(exc).__name__})",
-                                          "data": {}}}
+            reply = {"re": mid, "error": {
+                "type": "SyftError", "data": {},
+                "message": f"internal worker error ({type(exc).__name__})"}}
         try:
             await self._send(ws, reply)
         except (CodecError, ValueError) as exc:
@@ -518,7 +517,12 @@ class WorkerServer:
                 host.lock.release()
             else:
                 # The arena must not be reused before the client has read it all.
-                done.add_done_callback(lambda f: (f.exception(), host.lock.release()))
+                def release(f: asyncio.Future[Any]) -> None:
+                    if not f.cancelled():
+                        f.exception()  # retrieved, so asyncio does not log it
+                    host.lock.release()
+
+                done.add_done_callback(release)
         return out
 
     async def op_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -686,7 +690,9 @@ def describe_op(out: str, target: str, kind: str, name: Any, args: list[Any],
     if kind == "getitem":
         return f"{out} = {target}[{a}]"
     if kind == "setitem":
-        return f"{target}[{_short(args[0]) if args else ''}] = {_short(args[1]) if len(args) > 1 else ''}"
+        key = _short(args[0]) if args else ""
+        value = _short(args[1]) if len(args) > 1 else ""
+        return f"{target}[{key}] = {value}"
     if kind == "attr":
         return f"{out} = {target}.{name}"
     return f"{out} = {target}.{name}({a})"

@@ -59,14 +59,15 @@ class Connection:
         """Connect and say hello; with ``resume`` try to get the previous session back."""
         ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
                            open_timeout=self.open_timeout, ping_interval=20, ping_timeout=60)
-        hello: dict[str, Any] = {"op": "hello", "#": 0, "versions": list(frames.SUPPORTED_VERSIONS),
-                                 "token": self.token, "client": "kernel_bridge"}
+        hello: dict[str, Any] = {"op": "hello", "#": 0, "token": self.token,
+                                 "versions": list(frames.SUPPORTED_VERSIONS),
+                                 "client": "kernel_bridge"}
         if resume and self.info.get("session"):
             hello["resume"] = {"session": self.info["session"], "key": self.info["resume_key"]}
         await ws.send(codec.dumps(hello))
         try:
-            reply = codec.loads(await asyncio.wait_for(ws.recv(), self.open_timeout),
-                                limit=CLIENT_FRAME_LIMIT)
+            raw = await asyncio.wait_for(ws.recv(decode=False), self.open_timeout)
+            reply = codec.loads(raw, limit=CLIENT_FRAME_LIMIT)
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(f"worker at {self.url} closed the connection: {exc}") from None
         if "error" in reply:
@@ -82,14 +83,16 @@ class Connection:
         assert ws is not None
         err: SyftError = ConnectionLost(f"connection to {self.url} closed")
         try:
-            async for raw in ws:
+            while True:
+                raw = await ws.recv(decode=False)
                 self.bytes_received += len(raw)
                 try:
                     msg = codec.loads(raw, limit=CLIENT_FRAME_LIMIT)
                 except ProtocolError:
                     log.warning("undecodable frame from worker %s", self.url)
                     continue
-                fut = self._pending.pop(msg.get("re"), None) if isinstance(msg, dict) else None
+                re_id = msg.get("re") if isinstance(msg, dict) else None
+                fut = self._pending.pop(re_id, None) if isinstance(re_id, int) else None
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
                 elif isinstance(msg, dict) and msg.get("error"):

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from ..errors import ConfigError
 from .worker import Worker
 
