@@ -13,7 +13,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -86,7 +86,6 @@ class Benchmark:
     key: str
     fn: Callable[[Config], Result]
     doc: str = ""
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 #: Registered benchmarks, in the order they run and print.
