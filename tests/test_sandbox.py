@@ -424,8 +424,11 @@ def test_other_sessions_socket_dirs_invisible(connect_as: Callable[..., kb.Worke
     assert seen == {"visible": [], "tmp": []}, seen
     private_ok(b, f"""
         import os
-        assert len(os.listdir("/dev/shm")) == 1, os.listdir("/dev/shm")
-        assert not any(os.path.exists(p) for p in {others + [own]!r})
+        listing = os.listdir("/dev/shm")
+        assert len(listing) == 1 and listing[0].startswith("syk-p-"), listing
+        mine = "/dev/shm/" + listing[0]
+        assert mine in {sorted(after)!r}
+        assert not any(os.path.exists(p) for p in {sorted(after)!r} if p != mine)
     """)
 
 
