@@ -23,6 +23,16 @@ from ..wire.refs import PointerRef
 from .arena import Arena
 
 STORE: dict[str, Any] = {}
+
+
+class ObjectGone(KeyError):
+    """An id that is not in :data:`STORE` (kernel restarted, object deleted, forged id)."""
+
+
+def _stored(oid: Any) -> Any:
+    if oid not in STORE:
+        raise ObjectGone(oid)
+    return STORE[oid]
 _state: dict[str, Any] = {"arena": None, "bulk_threshold": 1 << 20, "shell": None}
 
 
@@ -92,7 +102,7 @@ def _resolve(value: Any, depth: int = 0) -> Any:
     if depth > 32:
         raise ValueError("arguments nest too deeply")
     if isinstance(value, PointerRef):
-        return STORE[value.id]
+        return _stored(value.id)
     if isinstance(value, list):
         return [_resolve(v, depth + 1) for v in value]
     if isinstance(value, tuple):
@@ -110,14 +120,20 @@ def _member(obj: Any, name: str) -> Any:
     """Look up ``name`` on ``obj`` under the allow-list, checked against the real type."""
     how = allowlist.check_name(_family(obj), name)
     if how == "column":
-        return obj[name]
+        try:
+            return obj[name]
+        except KeyError:
+            from ..errors import MethodNotAllowed
+
+            # Not a column: a public method outside the allow-list (to_csv, eval, ...).
+            raise MethodNotAllowed(name) from None
     return getattr(obj, name)
 
 
 def run_op(req: dict[str, Any]) -> Any:
     """Run one pointer operation and return its result."""
     kind = req["kind"]
-    target = STORE[req["target"]]
+    target = _stored(req["target"])
     args = _resolve(req.get("args", []))
     kwargs = _resolve(req.get("kwargs", {}))
     name = req["name"]
@@ -193,7 +209,7 @@ def handle(content: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any],
         STORE[req["out"]] = result
         return {"meta": _meta(result)}, []
     if action == "get":
-        return _value_reply(STORE[content["id"]])
+        return _value_reply(_stored(content["id"]))
     if action == "bind_var":
         ns = _state["shell"].user_ns
         name = content["name"]

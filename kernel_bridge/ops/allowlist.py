@@ -156,6 +156,44 @@ RECEIPT_TYPES = frozenset(KNOWN_TYPES) | frozenset(
 )
 
 
+#: Methods that look a *string argument* up as a method name on the object
+#: (``df.agg("sum")``); such strings must themselves be allow-listed names, or
+#: ``agg("__class__")`` would walk around :func:`check_name`.
+STRING_DISPATCH = frozenset({"agg", "aggregate"})
+
+
+def check_dispatch_strings(family: str | None, method: str, args: Any) -> None:
+    """Refuse method names smuggled in as strings to a string-dispatching method.
+
+    Raises
+    ------
+    MethodNotAllowed
+        For a string argument that is not an allow-listed name of ``family``.
+    """
+    from ..errors import MethodNotAllowed
+
+    if method not in STRING_DISPATCH:
+        return
+    allowed = FAMILIES.get(family or "", frozenset()) | FAMILIES["groupby"]
+
+    def walk(v: Any, depth: int = 0) -> None:
+        if depth > 8:
+            raise MethodNotAllowed(f"arguments of {method}() nest too deeply")
+        if isinstance(v, str):
+            if v not in allowed or v.startswith("_"):
+                raise MethodNotAllowed(
+                    f"{method}() takes names of allow-listed reductions; {v[:60]!r} is not one",
+                    name=v[:60])
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x, depth + 1)
+        elif isinstance(v, dict):  # {column: function name(s)}: keys are columns
+            for x in v.values():
+                walk(x, depth + 1)
+
+    walk(args)
+
+
 def family_of(type_name: str) -> str | None:
     """The allow-list family of a reported type name, or None."""
     return KNOWN_TYPES.get(type_name)

@@ -25,6 +25,7 @@ from ..errors import (
     CodecError,
     KernelDied,
     MalformedFrame,
+    MethodNotAllowed,
     PermissionDenied,
     ProtocolError,
     RemoteError,
@@ -278,10 +279,13 @@ class WorkerServer:
             raise
         if reply.get("status") != "ok":
             ename = reply.get("ename")
-            if ename == "KeyError" and content.get("action") in ("op", "get"):
-                raise UnknownObject("the object is gone from the kernel")
+            if ename == "ObjectGone" and content.get("action") in ("op", "get"):
+                raise UnknownObject("the object is gone from the kernel (restarted or deleted)")
             if ename == "MethodNotAllowed":
-                raise allowlist_error(reply)
+                # The kernel's own message is not forwarded: scientist code may have
+                # replaced the agent, and a message can carry anything.
+                raise MethodNotAllowed("the kernel refused this operation: it is neither an "
+                                       "allow-listed member nor a column of the remote object")
             # Only the type: the message could quote private values.
             name = gate.safe_error_name(ename)
             raise RemoteError(f"{name} raised on the worker", error_type=name)
@@ -427,11 +431,13 @@ class WorkerServer:
             raise PermissionDenied("held outputs cannot be operated on; request them instead")
         args, kwargs = list(msg.get("args") or []), dict(msg.get("kwargs") or {})
         if kind == "binop" and name not in allowlist.BINARY_OPS:
-            raise allowlist_error({"evalue": f"operator {name!r} is not allowed"})
+            raise MethodNotAllowed(f"operator {str(name)[:40]!r} is not allowed")
         if kind == "unop" and name not in allowlist.UNARY_OPS:
-            raise allowlist_error({"evalue": f"operator {name!r} is not allowed"})
+            raise MethodNotAllowed(f"operator {str(name)[:40]!r} is not allowed")
         if kind in ("attr", "method"):
-            allowlist.check_name(allowlist.family_of(target.type_name), str(name))
+            family = allowlist.family_of(target.type_name)
+            allowlist.check_name(family, str(name))
+            allowlist.check_dispatch_strings(family, str(name), [args, kwargs])
         elif kind not in ("binop", "unop", "getitem", "setitem"):
             raise ProtocolError(f"unknown operation kind {kind!r}")
         operands: list[Any] = []
@@ -441,6 +447,8 @@ class WorkerServer:
         for o in operands:
             if o.is_output:
                 raise PermissionDenied("held outputs cannot be used as arguments")
+            if allowlist.family_of(o.type_name) is None:
+                raise MethodNotAllowed(f"a pointer to a {o.type_name} cannot be an argument")
             arg_taint |= session.taint_of(o)
         host = session.host(kernel)
         async with host.lock:
@@ -448,7 +456,23 @@ class WorkerServer:
             req = {"kind": kind, "name": name, "target": target.id, "args": args,
                    "kwargs": kwargs, "reflected": bool(msg.get("reflected")), "out": oid}
             header, buffers = codec.encode(req)
-            reply, _ = await self._agent(session, kernel, {"action": "op"}, [header, *buffers])
+            try:
+                reply, _ = await self._agent(session, kernel, {"action": "op"},
+                                             [header, *buffers])
+            except MethodNotAllowed:
+                raise MethodNotAllowed(
+                    f"{str(name)[:128]!r} is neither in the allow-list for remote "
+                    f"{target.type_name} nor one of its columns; run it in a cell "
+                    "(worker.run) instead", name=str(name)[:128]) from None
+            made = reply.get("meta", {}).get("type")
+            if kind != "setitem" and allowlist.family_of(str(made)) is None:
+                # Functions, classes, modules: a pointer to one could be called with
+                # private data through a later op, producing "clean" results.
+                await self._agent(session, kernel, {"action": "delete", "ids": [oid]})
+                raise MethodNotAllowed(
+                    f"{str(name)[:60]!r} on a remote {target.type_name} gave an object of a "
+                    "type pointers never hold (functions, classes, modules, other objects); "
+                    "use a cell (worker.run) for this")
             # The method may have mutated its receiver with the arguments' data.
             target.taint |= arg_taint
             session.kernels[kernel].holds |= arg_taint
@@ -649,12 +673,6 @@ def gate_new_id(prefix: str = "p") -> str:
     from .session import new_id
 
     return new_id(prefix)
-
-
-def allowlist_error(reply: dict[str, Any]) -> SyftError:
-    from ..errors import MethodNotAllowed
-
-    return MethodNotAllowed(str(reply.get("evalue", "operation not allowed"))[:300])
 
 
 def _short(v: Any) -> str:
