@@ -26,6 +26,24 @@ import pytest
 from conftest import DATASETS, PLANTED_NUMBER, PLANTED_TEXT, ROOT, write_secret_asset
 
 import kernel_bridge as kb
+from kernel_bridge.owner import sandbox
+
+#: Host directories the sandbox shows read-only inside tmpfs-hidden roots (the venv,
+#: the package): a checkout under /tmp or /root puts them there.
+REBOUND = [p for p in sandbox._python_dirs()
+           if any(r == p or Path(r) in p.parents for r in map(Path, sandbox.HIDDEN_DIRS))]
+
+
+def under_hidden_root(p: Path) -> bool:
+    """True when ``p`` lies in a tmpfs-hidden root and outside every rebound directory:
+    inside the sandbox it is then a scratch path of the kernel's own."""
+    hidden = any(Path(r) in p.parents for r in sandbox.HIDDEN_DIRS)
+    return hidden and not any(r == p or r in p.parents for r in REBOUND)
+
+
+def mountpoint_names(root: str = "/tmp") -> set[str]:
+    """Names bubblewrap must create in ``root`` to rebind directories below it."""
+    return {p.relative_to(root).parts[0] for p in REBOUND if Path(root) in p.parents}
 
 #: Forms in which the planted values would show up if they leaked.
 LEAK_FORMS = (str(PLANTED_NUMBER), f"{PLANTED_NUMBER:,}", PLANTED_TEXT,
@@ -216,7 +234,13 @@ def test_mock_kernel_cannot_read_private_files(session: kb.Worker,
     assert got[str(private)]["listing"] in (None, []), got[str(private)]
     assert got[str(private)]["glob"] == []
     # Sanity: the same read works for public files, so the probe itself is sound.
-    assert got[str(heart_mock)]["content"] == heart_mock.read_text()
+    if under_hidden_root(heart_mock):  # a checkout under /tmp or /root: all of it hidden
+        assert got[str(heart_mock)]["content"] == "!FileNotFoundError"
+        control = Path(kb.__file__)
+        seen = probe(session, f"result = open({str(control)!r}).read()")
+        assert seen == control.read_text()
+    else:
+        assert got[str(heart_mock)]["content"] == heart_mock.read_text()
     assert heart.stat().st_size > 0
 
 
@@ -349,11 +373,15 @@ def test_writes_outside_scratch_do_not_reach_the_host(session: kb.Worker, alice:
 
     tag = f"syftlab-probe-{uuid.uuid4().hex}"
     state = Path(alice.process.state)
-    read_only = [ROOT / tag, Path(kernel_bridge.__file__).parent / tag,
-                 Path(sys.prefix) / tag, DATASETS / tag, Path("/etc") / tag,
-                 Path("/usr") / tag]
-    hidden = [state / tag, Path("/home") / tag, Path("/root") / tag, Path("/tmp") / tag,
-              Path("/var/tmp") / tag, Path("/dev/shm") / tag]
+    candidates = [ROOT / tag, Path(kernel_bridge.__file__).parent / tag,
+                  Path(sys.prefix) / tag, DATASETS / tag, Path("/etc") / tag,
+                  Path("/usr") / tag]
+    # In a checkout under /tmp or /root the repository is the kernel's scratch, not the host's.
+    read_only = [p for p in candidates if not under_hidden_root(p)]
+    hidden = [p for p in candidates if under_hidden_root(p)] + [
+        state / tag, Path("/home") / tag, Path("/root") / tag, Path("/tmp") / tag,
+        Path("/var/tmp") / tag, Path("/dev/shm") / tag]
+    assert Path(kernel_bridge.__file__).parent / tag in read_only
     targets = [str(p) for p in read_only + hidden]
     code = TRY + f"""
 import os
@@ -388,9 +416,11 @@ def test_tmp_starts_empty_and_is_private_per_kernel(connect_as: Callable[..., kb
     a, b = connect_as("tmp-a"), connect_as("tmp-b")
     host_tmp = set(os.listdir("/tmp"))
     first = probe(b, "import os\nresult = sorted(os.listdir('/tmp'))")
-    leftovers = [n for n in first if not (n.startswith(".") or n.startswith("ipykernel_"))]
+    allowed = mountpoint_names("/tmp")  # empty directories bwrap needs to rebind the venv
+    leftovers = [n for n in first if not (n.startswith(".") or n.startswith("ipykernel_"))
+                 and n not in allowed]
     assert leftovers == [], f"/tmp of a fresh kernel is not empty: {first}"
-    assert not (set(first) & host_tmp - {".ipython"}), first
+    assert not (set(first) & host_tmp - {".ipython"} - allowed), first
     name = f"/tmp/from-a-{uuid.uuid4().hex}"
     assert probe(a, f"open({name!r}, 'w').write('hello')\nresult = open({name!r}).read()") \
         == "hello"
