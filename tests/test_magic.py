@@ -82,7 +82,7 @@ def test_private_cell_shows_a_receipt_and_no_private_output(shell: InteractiveSh
     assert isinstance(r, kb.Receipt) and r.ok and not r.mock
     assert len(r.held) == 1
     text = seen(cap, res)
-    assert "alice · ok" in text and "created top" in text and "1 output held" in text
+    assert "alice · ok" in text and "top (scalar)" in text and "1 output held" in text
     assert_no_secret(text)
     # The value really was there: the held bundle has it (only the owner may release it).
     assert shell.user_ns["_"] is r

@@ -168,7 +168,7 @@ class RemoteMagics(Magics):
     @argument("--mock", action="store_true", help="run on the mock data; outputs shown")
     @argument("--timeout", type=float, default=None, help="seconds before the cell is stopped")
     @argument("--noblock", action="store_true", help="return a handle at once (.result())")
-    @cell_magic("remote")
+    @cell_magic("remote")  # type: ignore[arg-type]
     def remote_cell(self, line: str, cell: str) -> Any:
         """Run the cell on one or more workers: ``%%remote alice bob [--mock] [--timeout S]``."""
         args = parse_argstring(self.remote_cell, line)  # type: ignore[arg-type]
@@ -185,7 +185,7 @@ class RemoteMagics(Magics):
         return receipts[0] if len(receipts) == 1 else receipts
 
     # -- %remote ----------------------------------------------------------------
-    @line_magic("remote")
+    @line_magic("remote")  # type: ignore[arg-type]
     def remote_line(self, line: str) -> Any:
         """``%remote connect NAME [URL --token T] | list | status [NAME] | disconnect NAME``.
 
