@@ -268,3 +268,59 @@ def test_line_magic_connect_list_status_disconnect(
     assert "no worker called 'nobody'" in cap.stderr + cap.stdout
     for k in ("alice2", "alice3"):
         shell.user_ns.pop(k, None)
+
+
+def test_notebook_stop_button_interrupts_the_remote_cell(
+        alice: kb.Worker, owner: kb.Owner, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path a notebook's stop button takes: a real ipykernel, interrupted by jupyter_client."""
+    from jupyter_client import KernelManager
+
+    from kernel_bridge.notebook_runner import KERNEL_NAME, kernel_env, kernelspec_dir
+
+    conn = tmp_path / "connections.json"
+    conn.write_text(json.dumps({"alice": {"url": alice.process.url,
+                                          "token": owner.add_token("t-stopbutton")}}))
+    env = kernel_env(kernelspec_dir(tmp_path / "jupyter"), conn)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    km = KernelManager(kernel_name=KERNEL_NAME)
+    km.start_kernel(env={**os.environ, **env})
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+
+        def execute(code: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
+            texts: list[str] = []
+
+            def hook(msg: dict[str, Any]) -> None:
+                c = msg["content"]
+                texts.append(str(c.get("text", "")) + str(c.get("data", {}).get("text/plain", "")))
+
+            reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+            return reply["content"], "".join(texts)
+
+        content, text = execute("%load_ext kernel_bridge\n%remote connect alice")
+        assert content["status"] == "ok", text
+        content, text = execute("%%remote alice\nkept = 41\n")
+        assert "alice · ok" in text and "kept (int)" in text
+        msg_id = kc.execute("%%remote alice\nwhile True:\n    pass\n")
+        time.sleep(1.5)  # the remote cell is spinning now
+        t0 = time.monotonic()
+        km.interrupt_kernel()
+        while True:
+            reply = kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        stopped_after = time.monotonic() - t0
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "Interrupted"
+        assert stopped_after < 3.0, f"stopped {stopped_after:.1f}s after the interrupt"
+        content, text = execute("%%remote alice\nkept += 1\n")
+        assert content["status"] == "ok" and "changed kept (int)" in text
+        content, text = execute("print(alice.vars['kept'].type_name, alice.connected)")
+        assert "int True" in text
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
