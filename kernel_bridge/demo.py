@@ -171,6 +171,7 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
     info: dict[str, Any] = {"pid": os.getpid(), "connections": str(conn_file),
                             "workers": {cfg.name: proc.proc.pid if proc.proc else None
                                         for proc, cfg, _ in workers}}
+    (root / "demo.json").write_text(json.dumps(info, indent=2))
     lab_proc: Lab | None = None
     stop = False
 
