@@ -29,6 +29,10 @@ from kernel_bridge.scientist.magic import Receipts, RemoteRun
 
 from .conftest import PLANTED_NUMBER, PLANTED_TEXT
 
+#: A 1x1 PNG, base64 (as a kernel puts images on iopub).
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+       "rkJggg==")
+
 SECRETS = (str(PLANTED_NUMBER), PLANTED_TEXT, f"{PLANTED_NUMBER:,}", "987,654,321",
            "9.87654321e+08", "9.876543e+08")
 
@@ -229,7 +233,8 @@ def test_approved_held_output_is_republished(shell: InteractiveShell, owner: kb.
     res, cap = run(shell, "%%remote alice\n"
                           "from IPython.display import display, HTML\n"
                           "print('total rows', len(secret))\n"
-                          "display(HTML('<b>approved-html</b>'))\n")
+                          "display(HTML('<b>approved-html</b>'))\n"
+                          f"display({{'image/png': {PNG!r}}}, raw=True)\n")
     r = res.result
     assert "total rows" not in seen(cap, res)
     req = r.request("row count for the methods section")
@@ -241,6 +246,7 @@ def test_approved_held_output_is_republished(shell: InteractiveShell, owner: kb.
     html = [o.data.get("text/html", "") for o in cap.outputs]
     assert any("alice · approved" in h for h in html)
     assert any("<b>approved-html</b>" in h for h in html)
+    assert any(o.data.get("image/png") == PNG for o in cap.outputs)  # images come back too
 
 
 def test_line_magic_connect_list_status_disconnect(

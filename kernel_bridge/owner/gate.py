@@ -12,7 +12,8 @@ not by what the kernel claims, because the kernel ran scientist code:
   nothing either.
 
 What remains observable is the small, documented residue of DESIGN.md's
-table: ok/error, the error's type, duration, which assigned names exist.
+table: ok/error, the error's type and line in the cell (an integer bounded by
+the cell's length), duration, which assigned names exist.
 """
 
 from __future__ import annotations

@@ -128,8 +128,11 @@ def run_cell(workers: list[Worker], code: str, mock: bool = False,
 
             publish({"text/plain": repr(finished), "text/html": finished._repr_html_()})
         names = ", ".join(w.name for w in workers)
-        raise Interrupted(f"the cell on {names} was interrupted; the remote kernel keeps "
-                          "its variables") from None
+        err = Interrupted(f"the cell on {names} was interrupted; the remote kernel keeps "
+                          "its variables")
+        # IPython shows this one line instead of a traceback through the magic machinery.
+        err._render_traceback_ = lambda: [f"Interrupted: {err.message}"]  # type: ignore[attr-defined]
+        raise err from None
     return _collect(workers, futures, mock, 0)
 
 
