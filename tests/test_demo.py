@@ -26,6 +26,11 @@ from kernel_bridge.notebook_runner import output_text
 from .conftest import ROOT
 
 
+def make_env() -> dict[str, str]:
+    """The environment of a terminal, not of the ``make test`` this may run under."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+
+
 def wait_for(path: Path, key: str, proc: subprocess.Popen[bytes], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,7 +66,8 @@ def port_open(url: str) -> bool:
 
 def test_make_demo_target_sets_up_a_fresh_checkout(tmp_path: Path) -> None:
     """On a checkout without .venv, ``make demo`` creates it, installs, then runs the demo."""
-    out = subprocess.run(["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+    out = subprocess.run(["make", "--no-print-directory", "-n", "demo",
+                          f"VENV={tmp_path / 'venv'}"], cwd=ROOT, env=make_env(),
                          capture_output=True, text=True, check=True).stdout
     steps = [line for line in out.splitlines() if line.strip() and not line.startswith("#")]
     assert any("-m venv" in s for s in steps)
@@ -75,7 +81,7 @@ def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Pat
     args = f"--state-root {root} --any-port --lab-port 0"
     log = open(tmp_path / "demo.out", "wb")
     proc = subprocess.Popen(["make", "demo", f"DEMO_ARGS={args}"], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, env=make_env(), start_new_session=True)
     try:
         info = wait_for(root / "demo.json", "ready", proc, timeout=240)
         conn = json.loads((root / "connections.json").read_text())
