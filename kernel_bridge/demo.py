@@ -81,13 +81,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class Lab:
     """JupyterLab on 127.0.0.1 in its own process group (Ctrl-C reaches the demo only)."""
 
     def __init__(self, notebooks: Path, root: Path, env: dict[str, str],
                  port: int = 8888) -> None:
         self.token = secrets.token_hex(24)
-        self.port = port or free_port()
+        self.port = port if port and port_free(port) else free_port()
         self.log_path = root / "lab.log"
         argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
                 "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
