@@ -323,7 +323,13 @@ def test_notebook_stop_button_interrupts_the_remote_cell(
         assert reply["content"]["status"] == "error"
         assert reply["content"]["ename"] == "Interrupted"
         assert stopped_after < 3.0, f"stopped {stopped_after:.1f}s after the interrupt"
-        content, text = execute("%%remote alice\nkept += 1\n")
+        # ipykernel aborts requests that arrive right after an error (Run All stops there);
+        # a user clicks again later, so does this test.
+        for _ in range(10):
+            content, text = execute("%%remote alice\nkept += 1\n")
+            if content["status"] != "aborted":
+                break
+            time.sleep(0.5)
         assert content["status"] == "ok" and "changed kept (int)" in text
         content, text = execute("print(alice.vars['kept'].type_name, alice.connected)")
         assert "int True" in text
