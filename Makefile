@@ -24,8 +24,9 @@ sandbox:
 	    echo "bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)"; exit 1; \
 	  fi; }
 
+# DEMO_ARGS="--execute" runs the start-here notebook headless instead of opening JupyterLab.
 demo: $(STAMP) sandbox
-	$(BIN)/syftlab demo
+	$(BIN)/syftlab demo $(DEMO_ARGS)
 
 test: $(STAMP) sandbox
 	$(BIN)/ruff check kernel_bridge tests benchmarks datasets

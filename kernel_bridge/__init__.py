@@ -36,6 +36,14 @@ from .scientist.receipt import Receipt  # noqa: E402
 from .scientist.request import Request  # noqa: E402
 from .scientist.worker import Worker, connect  # noqa: E402
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext kernel_bridge``: the ``%remote`` / ``%%remote`` magics."""
+    from .scientist.magic import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "ApprovalRequired", "AuthenticationError", "CodecError", "ExecutionTimeout",
     "FrameTooLarge", "Interrupted", "KernelDied", "MalformedFrame", "MethodNotAllowed",

@@ -1,41 +1,70 @@
-"""``syftlab demo``: the sample workers alice and bob on localhost.
+"""``syftlab demo``: the sample workers alice and bob on localhost, and JupyterLab.
 
 Starts one worker process per ``datasets/*.toml`` config (each with its own
-state dir under ``.demo/``), gives scientist "ana" a token on each, prints how
-to connect, and stops everything on Ctrl-C.
+state dir under ``.demo/``), gives scientist "ana" a token on each, writes
+``.demo/connections.json`` (so the notebooks connect with no manual step),
+starts JupyterLab on ``notebooks/`` and prints its URL. Ctrl-C stops all of
+them. ``--execute`` runs the start-here notebook headless instead of Lab.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from .owner.config import WorkerConfig
 from .owner.owner_api import Owner
+from .scientist import connections
 from .scientist.launch import WorkerProcess
+
+SCIENTIST = "ana"
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
 
 
 def default_datasets() -> Path:
     """The repository's ``datasets/`` folder (next to the package in a checkout)."""
-    return Path(__file__).resolve().parent.parent / "datasets"
+    return repo_root() / "datasets"
 
 
-def start_workers(datasets: Path, names: list[str], scientist: str = "ana"
+def start_workers(datasets: Path, names: list[str], scientist: str = SCIENTIST,
+                  state_root: Path | None = None, any_port: bool = False,
+                  unsafe_no_sandbox: bool = False,
                   ) -> list[tuple[WorkerProcess, WorkerConfig, str]]:
-    """Start the named sample workers; returns (process, config, token) for each."""
+    """Start the named sample workers; returns (process, config, token) for each.
+
+    ``state_root`` replaces the configs' state folders (``state_root/NAME``);
+    ``any_port`` lets each worker take a free port instead of the configured one.
+    """
     started = []
     try:
         for name in names:
             toml = datasets / f"{name}.toml"
             config = WorkerConfig.from_toml(toml)
+            argv = [sys.executable, "-m", "kernel_bridge.owner.cli", "worker",
+                    "--config", str(toml)]
+            if state_root is not None:
+                config = config.with_overrides(state=(state_root / config.name).resolve())
+                argv += ["--state", str(config.state)]
+            if any_port:
+                argv += ["--port", "0"]
+            if unsafe_no_sandbox:
+                argv.append("--unsafe-no-sandbox")
+            Path(config.state).mkdir(parents=True, exist_ok=True)
             owner = Owner(config.state)
             token = owner.add_token(scientist)
             owner.close()
-            argv = [sys.executable, "-m", "kernel_bridge.owner.cli", "worker",
-                    "--config", str(toml)]
             proc = WorkerProcess(argv, Path(config.state), Path(config.state) / "worker.log")
             proc.start()
             started.append((proc, config, token))
@@ -46,46 +75,160 @@ def start_workers(datasets: Path, names: list[str], scientist: str = "ana"
     return started
 
 
-def main(datasets: Path | None = None, names: list[str] | None = None) -> int:
-    datasets = datasets or default_datasets()
-    names = names or ["alice", "bob"]
-    workers = start_workers(datasets, names)
-    tokens = {cfg.name: {"url": proc.url, "token": token} for proc, cfg, token in workers}
-    demo_dir = Path(workers[0][1].state).parent
-    (demo_dir / "tokens.json").write_text(json.dumps(tokens, indent=2))
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Lab:
+    """JupyterLab on 127.0.0.1 in its own process group (Ctrl-C reaches the demo only)."""
+
+    def __init__(self, notebooks: Path, root: Path, env: dict[str, str],
+                 port: int = 8888) -> None:
+        self.token = secrets.token_hex(24)
+        self.port = port if port and port_free(port) else free_port()
+        self.log_path = root / "lab.log"
+        argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+                f"--ServerApp.root_dir={notebooks}", f"--IdentityProvider.token={self.token}"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **env}, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/lab?token={self.token}"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        api = f"http://127.0.0.1:{self.port}/api/status?token={self.token}"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited ({self.proc.returncode}); "
+                                   f"see {self.log_path}")
+            try:
+                with urllib.request.urlopen(api, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"JupyterLab did not answer in {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # jupyter_server shuts kernels down on TERM
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _print_intro(workers: list[tuple[WorkerProcess, WorkerConfig, str]], conn_file: Path
+                 ) -> None:
     print("\nsyftlab demo: workers are up\n")
     for proc, cfg, _ in workers:
         print(f"  {cfg.name:<6} {proc.url}   assets: {', '.join(cfg.assets)}   "
               f"state: {cfg.state}")
-    print("\nAs the data scientist (Python or a notebook):\n")
-    print("    import kernel_bridge as kb")
-    for proc, cfg, token in workers:
-        print(f"    {cfg.name} = kb.connect({proc.url!r}, token={token!r})")
+    print("\nAs the data scientist, in a notebook:\n")
+    print("    %load_ext kernel_bridge")
+    print(f"    %remote connect {' '.join(cfg.name for _, cfg, _ in workers)}"
+          f"      # reads {conn_file}")
     first = workers[0][1].name
-    print(f"    {first}.datasets")
-    print(f"    heart = {first}.asset('heart'); m = heart['age'].mean(); "
-          "req = m.request(reason='mean age')")
+    print(f"    %%remote {first}\n    s = heart.groupby('sex').age.mean()")
     print("\nAs the data owner:\n")
     print(f"    syftlab requests list --state {workers[0][1].state}")
-    print(f"\nTokens are also in {demo_dir / 'tokens.json'}. Ctrl-C stops everything.",
-          flush=True)
+    print(f"\nTokens are in {conn_file}.", flush=True)
+
+
+def execute_notebook(notebook: Path, conn_file: Path, out_dir: Path) -> Path:
+    """Run ``notebook`` against the live workers; returns the executed copy's path."""
+    from .notebook_runner import execute
+
+    out = out_dir / f"{notebook.stem}.executed.ipynb"
+    execute(notebook, out, conn_file)
+    return out
+
+
+def main(datasets: Path | None = None, names: list[str] | None = None, *,
+         state_root: Path | None = None, any_port: bool = False, lab: bool = True,
+         lab_port: int = 8888, execute: Path | None = None,
+         notebooks: Path | None = None, unsafe_no_sandbox: bool = False) -> int:
+    """Run the demo until Ctrl-C (or, with ``execute``, until the notebook has run)."""
+    datasets = datasets or default_datasets()
+    names = names or ["alice", "bob"]
+    notebooks = notebooks or repo_root() / "notebooks"
+    workers = start_workers(datasets, names, state_root=state_root, any_port=any_port,
+                            unsafe_no_sandbox=unsafe_no_sandbox)
+    root = state_root.resolve() if state_root else Path(workers[0][1].state).parent
+    conn = {cfg.name: {"url": proc.url, "token": token, "state": str(cfg.state),
+                       "scientist": SCIENTIST} for proc, cfg, token in workers}
+    conn_file = connections.write(root / connections.FILE_NAME, conn)
+    (root / "tokens.json").write_text(json.dumps(
+        {k: {"url": v["url"], "token": v["token"]} for k, v in conn.items()}, indent=2))
+    info: dict[str, Any] = {"pid": os.getpid(), "connections": str(conn_file),
+                            "workers": {cfg.name: proc.proc.pid if proc.proc else None
+                                        for proc, cfg, _ in workers}}
+    (root / "demo.json").write_text(json.dumps(info, indent=2))
+    lab_proc: Lab | None = None
     stop = False
 
     def on_signal(*_: object) -> None:
         nonlocal stop
         stop = True
 
-    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        _print_intro(workers, conn_file)
+        if execute is not None:
+            print(f"\nrunning {execute} headless ...", flush=True)
+            try:
+                out = execute_notebook(execute, conn_file, root)
+            except Exception as exc:
+                out = root / f"{execute.stem}.executed.ipynb"
+                print(f"\nthe notebook failed: {type(exc).__name__}: {str(exc)[-2000:]}\n"
+                      f"partial copy: {out}", file=sys.stderr)
+                return 1
+            print(f"\nexecuted notebook: {out}", flush=True)
+            return 0
+        if lab:
+            from .notebook_runner import kernel_env, kernelspec_dir
+
+            env = kernel_env(kernelspec_dir(root / ".jupyter-kernels"), conn_file)
+            lab_proc = Lab(notebooks, root, env, port=lab_port)
+            info["lab"] = {"pid": lab_proc.proc.pid, "url": lab_proc.url}
+            (root / "demo.json").write_text(json.dumps(info, indent=2))
+            lab_proc.wait_ready()
+            print(f"\nJupyterLab: {lab_proc.url}\n  (open notebooks/start_here.ipynb)",
+                  flush=True)
+        (root / "demo.json").write_text(json.dumps(info | {"ready": True}, indent=2))
+        signal.signal(signal.SIGINT, on_signal)
+        print("\nCtrl-C stops everything.", flush=True)
         while not stop:
             for proc, cfg, _ in workers:
                 if proc.proc is not None and proc.proc.poll() is not None:
                     print(f"worker {cfg.name} exited; see {proc.log_path}", file=sys.stderr)
                     stop = True
+            if lab_proc is not None and lab_proc.proc.poll() is not None:
+                print(f"JupyterLab exited; see {lab_proc.log_path}", file=sys.stderr)
+                stop = True
             time.sleep(0.2)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
+        if lab_proc is not None:
+            lab_proc.stop()
         for proc, _, _ in workers:
             proc.stop()
-        print("demo stopped")
+        print("demo stopped", flush=True)
     return 0

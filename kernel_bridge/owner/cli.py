@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="start the sample workers alice and bob on localhost")
     d.add_argument("--datasets", help="folder with alice.toml/bob.toml (default: the repo's)")
     d.add_argument("--workers", nargs="+", default=["alice", "bob"])
+    d.add_argument("--state-root", help="folder for the workers' state dirs (default .demo/)")
+    d.add_argument("--any-port", action="store_true",
+                   help="workers take free ports instead of the configured ones")
+    d.add_argument("--no-lab", action="store_true", help="start the workers only")
+    d.add_argument("--lab-port", type=int, default=8888, help="JupyterLab's port (0 = free)")
+    d.add_argument("--execute", nargs="?", const="start_here.ipynb", metavar="NOTEBOOK",
+                   help="run a notebook (default notebooks/start_here.ipynb) headless and "
+                        "print where the executed copy is, instead of starting JupyterLab")
+    d.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="workers run kernels without bubblewrap (where it cannot run)")
 
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
@@ -205,8 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pathlib import Path
 
             from ..demo import main as demo_main
+            from ..demo import repo_root
 
-            return demo_main(Path(args.datasets) if args.datasets else None, args.workers)
+            execute = None
+            if args.execute is not None:
+                execute = Path(args.execute)
+                if not execute.exists():
+                    execute = repo_root() / "notebooks" / args.execute
+            return demo_main(Path(args.datasets) if args.datasets else None, args.workers,
+                             state_root=Path(args.state_root) if args.state_root else None,
+                             any_port=args.any_port, lab=not args.no_lab,
+                             lab_port=args.lab_port, execute=execute,
+                             unsafe_no_sandbox=args.unsafe_no_sandbox)
         if args.command == "audit":
             return run_audit(args)
     except (SyftError, KeyError, ValueError) as exc:

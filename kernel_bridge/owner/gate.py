@@ -12,7 +12,8 @@ not by what the kernel claims, because the kernel ran scientist code:
   nothing either.
 
 What remains observable is the small, documented residue of DESIGN.md's
-table: ok/error, the error's type, duration, which assigned names exist.
+table: ok/error, the error's type and line in the cell (an integer bounded by
+the cell's length), duration, which assigned names exist.
 """
 
 from __future__ import annotations
@@ -133,3 +134,30 @@ def parse_user_expression(payload: Any, limit: int = 1 << 16) -> Any:
         return json.loads(inner) if isinstance(inner, str) else None
     except Exception:
         return None
+
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CELL_FRAME_RE = re.compile(r"Cell In\[(\d+)\], line (\d+)")
+
+
+def error_line(traceback: Any, execution_count: Any, code: str) -> int | None:
+    """The line of the failing cell where its error was raised, or None.
+
+    The traceback comes from a kernel that ran scientist code, so it is hostile
+    input: only frames naming this cell (``Cell In[N]`` with the cell's own
+    execution count) count, the deepest one wins, and the result is an integer
+    between 1 and the cell's line count or nothing. The message text is never
+    read. At most ``log2(lines)`` bits per failing cell can leave this way, the
+    same order as the error type's vocabulary.
+    """
+    if not isinstance(traceback, list) or not isinstance(execution_count, int):
+        return None
+    n_lines = max(1, len(code.splitlines()))
+    found: int | None = None
+    for entry in traceback[:200]:
+        if not isinstance(entry, str):
+            continue
+        for m in _CELL_FRAME_RE.finditer(_ANSI_RE.sub("", entry[:10000])):
+            if int(m.group(1)) == execution_count and len(m.group(2)) <= 6:
+                found = int(m.group(2))
+    return found if found is not None and 1 <= found <= n_lines else None

@@ -45,6 +45,9 @@ class CellResult:
     duration: float
     outputs: list[dict[str, Any]] = field(default_factory=list)
     user_expressions: dict[str, Any] = field(default_factory=dict)
+    #: The kernel's traceback lines and execution count (for :func:`gate.error_line` only).
+    traceback: list[str] = field(default_factory=list)
+    execution_count: int | None = None
 
 
 class KernelHost:
@@ -267,6 +270,10 @@ class KernelHost:
                 duration=time.perf_counter() - t0,
                 outputs=self._collect[msg_id],
                 user_expressions=content.get("user_expressions") or {},
+                traceback=[str(t) for t in content.get("traceback") or []
+                           if isinstance(t, str)][:200] if ename else [],
+                execution_count=content.get("execution_count")
+                if isinstance(content.get("execution_count"), int) else None,
             )
         finally:
             self._collect.pop(msg_id, None)

@@ -643,6 +643,8 @@ class WorkerServer:
             "worker": self.config.name, "kernel": kernel, "status": result.status,
             "error_type": gate.safe_error_name(result.ename) if result.ename else None,
             "duration": round(result.duration, 4), "names": names, "cell": seq, "held": [],
+            "error_line": gate.error_line(result.traceback, result.execution_count, code)
+            if result.ename else None,
         }
         if kernel == "mock":
             receipt["outputs"] = result.outputs

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .pointer import Pointer
+    from .request import Request
     from .worker import Worker
 
 
@@ -19,6 +19,8 @@ class Receipt:
         ``ok``, ``error``, ``interrupted`` or ``timeout``.
     error_type : str or None
         The exception's type only (never its message or traceback).
+    error_line : int or None
+        The line of the cell that raised (bounded by the cell's length).
     duration : float
         Seconds the cell ran.
     names : list of dict
@@ -41,6 +43,11 @@ class Receipt:
     kernel = property(lambda self: str(self.data["kernel"]))
 
     @property
+    def error_line(self) -> int | None:
+        line = self.data.get("error_line")
+        return line if isinstance(line, int) and not isinstance(line, bool) else None
+
+    @property
     def ok(self) -> bool:
         return self.status == "ok"
 
@@ -59,8 +66,10 @@ class Receipt:
         return self.worker.mock_vars[name] if self.mock else self.worker.vars[name]
 
     def _summary(self) -> list[str]:
-        parts = [self.worker.name + (" (MOCK)" if self.mock else ""), self.status
-                 if not self.error_type else f"{self.status}: {self.error_type}",
+        status = self.status if not self.error_type else f"{self.status}: {self.error_type}"
+        if self.error_line is not None:
+            status += f" (line {self.error_line})"
+        parts = [self.worker.name + (" (MOCK)" if self.mock else ""), status,
                  f"{self.duration * 1000:.0f} ms"]
         for change in ("created", "changed"):
             items = [f"{n['name']} ({n['type'].rsplit('.', 1)[-1]})" for n in self.names
@@ -73,12 +82,21 @@ class Receipt:
             parts.append(f"{len(self.outputs)} output{'s' if len(self.outputs) > 1 else ''}")
         return parts
 
+    def request(self, reason: str) -> Request:
+        """Ask the owner to release this cell's held output; returns the :class:`Request`.
+
+        Once approved, ``request.show()`` displays the output as a notebook output.
+        """
+        if not self.held:
+            raise ValueError("this cell has no held output to request"
+                             + (" (mock outputs are shown already)" if self.mock else ""))
+        return self.held[0].request(reason=reason)
+
     def __repr__(self) -> str:
-        return " · ".join(self._summary())
+        text = " · ".join(self._summary())
+        return text + (" [request]" if self.held else "")
 
     def _repr_html_(self) -> str:
-        color = {"ok": "#2e7d32", "error": "#c62828"}.get(self.status, "#ef6c00")
-        parts = [html.escape(p) for p in self._summary()]
-        parts[1] = f'<b style="color:{color}">{parts[1]}</b>'
-        return ('<div class="syftlab-receipt" style="font-family:monospace;padding:2px 6px;'
-                f'border-left:3px solid {color}">{" · ".join(parts)}</div>')
+        from .display import receipt_html
+
+        return receipt_html(self)

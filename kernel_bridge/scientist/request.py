@@ -83,3 +83,22 @@ class Request:
         except (RequestDenied, RequestPending):
             self.refresh()
             raise
+
+    def show(self, wait: float | None = None) -> Any:
+        """Display the released value in the notebook, marked "<worker> · approved".
+
+        A held cell output is republished as the cell's original outputs (text,
+        HTML, images). ``wait`` seconds are spent waiting for the owner first.
+
+        Returns
+        -------
+        object
+            The released value (for a held output: its iopub messages).
+        """
+        from .display import show_value
+
+        if wait:
+            self.wait(timeout=wait)
+        value = self.result()
+        show_value(value, self._worker.name, "approved")
+        return value

@@ -1,0 +1,271 @@
+"""The ``%remote`` line magic and ``%%remote`` cell magic (``%load_ext kernel_bridge``).
+
+``%%remote alice [bob ...] [--mock] [--timeout S] [--noblock]`` runs the cell
+on each named worker at once. From a private kernel only a receipt comes back
+(the outputs are held, and can be requested); from a mock kernel the outputs
+are shown too, marked MOCK. The magic's value (``_``) is the receipt, or one
+receipt per worker. Ctrl-C or the notebook's stop button interrupts the
+remote cells; their kernels keep their variables.
+
+``%remote connect | list | status | disconnect`` manage the workers the magic
+knows by name. A :class:`~kernel_bridge.scientist.worker.Worker` bound to a
+variable (``alice = kb.connect(...)``) is found by that name too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..errors import Interrupted
+from . import connections
+from .display import receipts_html, republish
+from .receipt import Receipt
+from .worker import Worker
+
+#: Seconds to wait for the interrupted cells' receipts before giving up on them.
+INTERRUPT_GRACE = 10.0
+
+_pool = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="syftlab-remote")
+
+
+class Receipts(list):  # type: ignore[type-arg]
+    """One receipt per worker of a multi-worker cell; ``receipts["bob"]`` picks one."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            for r in self:
+                if r.worker.name == key:
+                    return r
+            raise KeyError(f"no receipt from {key!r}")
+        return super().__getitem__(key)
+
+    def __repr__(self) -> str:
+        return "\n".join(repr(r) for r in self)
+
+    def _repr_html_(self) -> str:
+        return receipts_html(self)
+
+
+class RemoteRun:
+    """A ``%%remote --noblock`` cell in flight: ``done()``, ``result()``, ``interrupt()``."""
+
+    def __init__(self, workers: list[Worker], futures: list[cf.Future[Receipt]],
+                 mock: bool) -> None:
+        self.workers, self.futures, self.mock = workers, futures, mock
+        self._shown = False
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def result(self, timeout: float | None = None) -> Receipt | Receipts:
+        """Wait for every worker (at most ``timeout`` s) and return the receipt(s).
+
+        The first call also shows the mock outputs.
+        """
+        receipts = _collect(self.workers, self.futures, self.mock, timeout)
+        if not self._shown:
+            self._shown = True
+            _show_mock_outputs(receipts)
+        return receipts[0] if len(receipts) == 1 else receipts
+
+    def interrupt(self) -> None:
+        for w in self.workers:
+            w.interrupt(mock=self.mock)
+
+    def __repr__(self) -> str:
+        names = ", ".join(w.name for w in self.workers)
+        return f"<%%remote on {names}: {'done' if self.done() else 'running'}>"
+
+
+def _collect(workers: list[Worker], futures: list[cf.Future[Receipt]], mock: bool,
+             timeout: float | None) -> Receipts:
+    done, pending = cf.wait(futures, timeout)
+    if pending:
+        raise TimeoutError(f"{len(pending)} worker(s) still running the cell")
+    out = Receipts()
+    for f in futures:
+        out.append(f.result())  # re-raises a worker's error (connection lost, kernel died)
+    return out
+
+
+def _show_mock_outputs(receipts: list[Receipt]) -> None:
+    for r in receipts:
+        if r.mock and r.outputs:
+            republish(r.outputs, r.worker.name, "MOCK")
+
+
+def run_cell(workers: list[Worker], code: str, mock: bool = False,
+             timeout: float | None = None) -> Receipts:
+    """Run ``code`` on every worker at once and wait; Ctrl-C interrupts them all.
+
+    Raises
+    ------
+    Interrupted
+        After a KeyboardInterrupt: the remote cells were interrupted (their
+        receipts are shown first); the kernels keep their variables.
+    """
+    futures = [_pool.submit(w.run, code, mock, timeout) for w in workers]
+    try:
+        while not all(f.done() for f in futures):
+            # Short waits: SIGINT arrives as KeyboardInterrupt in this (main) thread.
+            cf.wait(futures, timeout=0.1)
+    except KeyboardInterrupt:
+        for w in workers:
+            try:
+                w.interrupt(mock=mock)
+            except Exception:  # a dead connection: its future reports the error
+                pass
+        cf.wait(futures, timeout=INTERRUPT_GRACE)
+        finished = Receipts(f.result() for f in futures if f.done() and not f.exception())
+        if finished:
+            from .display import publish
+
+            publish({"text/plain": repr(finished), "text/html": finished._repr_html_()})
+        names = ", ".join(w.name for w in workers)
+        err = Interrupted(f"the cell on {names} was interrupted; the remote kernel keeps "
+                          "its variables")
+        # IPython shows this one line instead of a traceback through the magic machinery.
+        err._render_traceback_ = lambda: [f"Interrupted: {err.message}"]  # type: ignore[attr-defined]
+        raise err from None
+    return _collect(workers, futures, mock, 0)
+
+
+@magics_class
+class RemoteMagics(Magics):
+    """``%remote`` and ``%%remote``; see the module docstring."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.workers: dict[str, Worker] = {}
+
+    # -- finding workers --------------------------------------------------------
+    def worker(self, name: str) -> Worker:
+        """The worker called ``name``: connected by ``%remote connect`` or a variable."""
+        w = self.workers.get(name)
+        if w is None and self.shell is not None:
+            candidate = self.shell.user_ns.get(name)
+            if isinstance(candidate, Worker):
+                w = candidate
+        if w is None:
+            raise UsageError(f"no worker called {name!r}: run `%remote connect {name} URL "
+                             f"--token TOKEN` or `{name} = kb.connect(URL, TOKEN)` first")
+        return w
+
+    def known(self) -> dict[str, Worker]:
+        found = dict(self.workers)
+        if self.shell is not None:
+            for k, v in list(self.shell.user_ns.items()):
+                if isinstance(v, Worker) and not k.startswith("_"):
+                    found.setdefault(k, v)
+        return found
+
+    # -- %%remote ---------------------------------------------------------------
+    @magic_arguments()
+    @argument("targets", nargs="+", help="worker names (variables or %remote connect names)")
+    @argument("--mock", action="store_true", help="run on the mock data; outputs shown")
+    @argument("--timeout", type=float, default=None, help="seconds before the cell is stopped")
+    @argument("--noblock", action="store_true", help="return a handle at once (.result())")
+    @cell_magic("remote")  # type: ignore[arg-type]
+    def remote_cell(self, line: str, cell: str) -> Any:
+        """Run the cell on one or more workers: ``%%remote alice bob [--mock] [--timeout S]``."""
+        args = parse_argstring(self.remote_cell, line)  # type: ignore[arg-type]
+        workers = [self.worker(n) for n in args.targets]
+        if len({id(w) for w in workers}) != len(workers):
+            raise UsageError("a worker is named twice")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout takes a positive number of seconds")
+        if args.noblock:
+            futures = [_pool.submit(w.run, cell, args.mock, args.timeout) for w in workers]
+            return RemoteRun(workers, futures, args.mock)
+        receipts = run_cell(workers, cell, args.mock, args.timeout)
+        _show_mock_outputs(receipts)
+        return receipts[0] if len(receipts) == 1 else receipts
+
+    # -- %remote ----------------------------------------------------------------
+    @line_magic("remote")  # type: ignore[arg-type]
+    def remote_line(self, line: str) -> Any:
+        """``%remote connect NAME [URL --token T] | list | status [NAME] | disconnect NAME``.
+
+        ``%remote connect alice bob`` (no URL) reads the demo's connection file.
+        """
+        words = shlex.split(line)
+        if not words:
+            raise UsageError(self.remote_line.__doc__ or "")  # type: ignore[arg-type]
+        cmd, rest = words[0], words[1:]
+        if cmd == "connect":
+            return self._connect(rest)
+        if cmd == "list":
+            return self._list()
+        if cmd == "status":
+            return self._status(rest)
+        if cmd == "disconnect":
+            for name in rest or list(self.workers):
+                w = self.worker(name)
+                w.close()
+                self.workers.pop(name, None)
+                print(f"disconnected from {name}")
+            return None
+        raise UsageError(f"unknown %remote command {cmd!r}: connect, list, status, disconnect")
+
+    def _connect(self, rest: list[str]) -> None:
+        token = None
+        if "--token" in rest:
+            i = rest.index("--token")
+            if i + 1 >= len(rest):
+                raise UsageError("--token needs a value")
+            token = rest[i + 1]
+            rest = rest[:i] + rest[i + 2:]
+        if not rest:
+            raise UsageError("%remote connect NAME [URL --token TOKEN]")
+        if len(rest) == 2 and rest[1].startswith(("ws://", "wss://")):
+            if token is None:
+                raise UsageError("connecting by URL needs --token TOKEN")
+            targets = {rest[0]: {"url": rest[1], "token": token}}
+        else:
+            known = connections.load()
+            missing = [n for n in rest if n not in known]
+            if missing:
+                raise UsageError(f"{', '.join(missing)} not in {connections.find()} "
+                                 f"(it has {', '.join(known) or 'no workers'})")
+            targets = {n: known[n] for n in rest}
+        for name, info in targets.items():
+            w = Worker(str(info["url"]), str(info["token"]), name)
+            self.workers[name] = w
+            if self.shell is not None:
+                self.shell.user_ns[name] = w
+            print(f"connected to {name} at {w.url} as {w.scientist} (session {w.session_id})")
+
+    def _list(self) -> None:
+        rows = self.known()
+        if not rows:
+            print("no workers: %remote connect NAME URL --token TOKEN")
+        for name, w in rows.items():
+            state = "connected" if w.connected else "disconnected"
+            print(f"{name:<10} {w.url:<28} {state:<12} session {w.session_id}")
+
+    def _status(self, names: list[str]) -> None:
+        for name in names or list(self.known()):
+            w = self.worker(name)
+            if not w.connected:
+                print(f"{name:<10} disconnected")
+                continue
+            ping = w.ping() * 1000
+            reqs = w.requests()
+            pending = sum(r.status == "pending" for r in reqs)
+            approved = sum(r.status == "approved" for r in reqs)
+            print(f"{name:<10} {w.url:<28} ping {ping:.1f} ms · {pending} pending, "
+                  f"{approved} approved request(s)")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext kernel_bridge``: the magics, and ``kb`` in the namespace."""
+    import kernel_bridge
+
+    ipython.register_magics(RemoteMagics)
+    ipython.user_ns.setdefault("kb", kernel_bridge)
