@@ -22,7 +22,6 @@ from typing import Any
 import opendp.prelude as dp
 import pandas as pd
 import polars as pl
-
 from opendp.accuracy import summarize_polars_measurement
 
 from ..owner.config import AssetSpec, ColumnSpec
@@ -166,7 +165,7 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
         assert query.bounds is not None
         lo, hi = (_typed(col, b) for b in query.bounds)
         mid = _typed(col, (lo + hi) / 2 if col.kind == "float" else (lo + hi) // 2)
-        x = pl.col(col.name).fill_null(mid)
+        x: Any = pl.col(col.name).fill_null(mid)  # .dp is a namespace OpenDP registers
         if query.aggregate == "sum":
             exprs = [x.dp.sum(bounds=(lo, hi)).alias("sum")]
         elif query.aggregate == "mean":
