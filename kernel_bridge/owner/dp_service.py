@@ -16,7 +16,7 @@ from typing import Any
 
 from ..dp import mechanisms
 from ..dp.query import parse_query
-from ..errors import InvalidQuery, UnknownObject
+from ..errors import BudgetExhausted, InvalidQuery, UnknownObject
 from .assets import Asset
 from .ledger import Ledger
 from .session import Session
@@ -84,8 +84,13 @@ class DPService:
             return {"preview": {**info, "epsilon": query.epsilon, "delta": query.delta,
                                 "query": query.to_doc()}}
         # Committed before the value exists, let alone leaves: a crash keeps ε spent.
-        spend = self.ledger.debit(session.scientist, asset.name, query.epsilon, query.delta,
-                                  query.to_doc())
+        try:
+            spend = self.ledger.debit(session.scientist, asset.name, query.epsilon,
+                                      query.delta, query.to_doc())
+        except BudgetExhausted as exc:
+            self.ledger.store.audit(session.scientist, "dp_refused", {
+                "asset": asset.name, "query": query.to_doc(), "scope": exc.data.get("scope")})
+            raise
         result = await asyncio.to_thread(mechanisms.release, plan, float(alpha))
         return {"result": {**result, "query": query.to_doc(), "spend": spend},
                 "budget": self.ledger.status(session.scientist, asset.name)}
