@@ -207,7 +207,7 @@ def test_the_issue_example_on_the_sample_worker(session: kb.Worker) -> None:
     hist = heart.dp.histogram("sex", epsilon=0.1).release()
     assert list(hist.value) == ["F", "M"]
     med = heart.dp.quantile("chol", 0.5, epsilon=0.2).release()
-    assert 126 <= med.value <= 564 and med.accuracy is None
+    assert 126 <= med.value <= 564 and med.accuracy["rank"] > 0
     grouped = heart.dp.group_by("sex").mean("age", epsilon=0.3).release()
     assert list(grouped.value) == ["F", "M"] and all(math.isfinite(v) or math.isnan(v)
                                                      for v in grouped.value.values())

@@ -138,6 +138,22 @@ def test_quantile_lands_near_the_true_quantile(
     assert abs(np.median(values) - df["x"].median()) <= 1
 
 
+def test_quantile_rank_interval_covers_at_its_rate(
+        table: tuple[AssetSpec, object, pd.DataFrame]) -> None:
+    _, _, df = table
+    y = np.sort(df["y"].to_numpy())  # distinct values: a value's rank is well defined
+    for q, eps in ((0.5, 0.5), (0.25, 1.0)):
+        plan = _plan(table, aggregate="quantile", column="y", q=q, epsilon=eps)
+        alpha = 0.05
+        r = mechanisms.accuracy(plan, alpha)["accuracy"]["rank"]
+        # 2001 candidates over 1000 rows: the best candidate is within a row of rank q*n.
+        errors = [abs(np.searchsorted(y, mechanisms.release(plan)["value"]) - q * len(y))
+                  for _ in range(300)]
+        assert np.mean(np.array(errors) <= r + 1) >= 1 - alpha - 4 * math.sqrt(
+            alpha * (1 - alpha) / 300)
+        assert max(errors) > 0  # it is noisy at all
+
+
 def _write_config(tmp_path: Path, rows: int = 400, **dp: object) -> Path:
     rng = np.random.default_rng(3)
     data = tmp_path / "people.csv"

@@ -72,6 +72,7 @@ class Plan:
     frame: pl.LazyFrame
     measurement: Any  # dp.Measurement, private for exactly query.epsilon
     keys: list[Any] | None  # declared group keys, in order
+    candidates: int = 0  # how many values a quantile chooses among
 
     def summary(self, alpha: float) -> list[dict[str, Any]]:
         """OpenDP's summary: one row per noisy statistic (distribution, scale, accuracy)."""
@@ -158,6 +159,7 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
         # A person's rows beyond the declared bound are dropped, so the bound holds.
         lazy = lazy.truncate_per_group(decl.max_rows_per_id)
     exprs: list[Any]
+    n_candidates = 0
     if query.aggregate in ("count", "histogram"):
         exprs = [dp.len(signed=True).alias("count")]
     else:
@@ -173,8 +175,9 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
             # interval of the ratio can be derived from both noisy parts.
             exprs = [x.dp.sum(bounds=(lo, hi)).alias("sum"), dp.len(signed=True).alias("count")]
         else:
-            exprs = [x.dp.quantile(float(query.q or 0.5), _candidates(col, lo, hi))
-                     .alias("quantile")]
+            cands = _candidates(col, lo, hi)
+            n_candidates = len(cands)
+            exprs = [x.dp.quantile(float(query.q or 0.5), cands).alias("quantile")]
     keys: list[Any] | None = None
     if key_col is None:
         lazy = lazy.select(*exprs)
@@ -195,7 +198,8 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
             output_measure=acct.output_measure, lazyframe=polars_plan, global_scale=scale)
 
     measurement = calibrate(make, ctx.d_in, query.epsilon)
-    return Plan(query=query, spec=spec, frame=frame, measurement=measurement, keys=keys)
+    return Plan(query=query, spec=spec, frame=frame, measurement=measurement, keys=keys,
+                candidates=n_candidates)
 
 
 def _mechanism(summary: list[dict[str, Any]]) -> str:
@@ -220,15 +224,16 @@ def accuracy(plan: Plan, alpha: float) -> dict[str, Any]:
     dict
         ``accuracy`` (a ± in the value's units for count, sum, histogram and
         grouped count/sum; for a mean ``{"sum": ±, "count": ±}``, each at
-        ``alpha/2`` so both hold together with ``1 - alpha``; None for a
-        quantile, which OpenDP reports no accuracy for), ``mechanism``,
+        ``alpha/2`` so both hold together with ``1 - alpha``; for a quantile
+        ``{"rank": ±}`` in rows of rank, see :func:`quantile_rank_accuracy`,
+        since OpenDP reports none for the exponential mechanism), ``mechanism``,
         ``scale`` (per noisy statistic) and ``alpha``.
     """
     agg = plan.query.aggregate
     summary = plan.summary(alpha / 2 if agg == "mean" else alpha)
     acc: Any
     if agg == "quantile":
-        acc = None
+        acc = {"rank": quantile_rank_accuracy(plan, alpha)}
     elif agg == "mean":
         by_name = {r["aggregate"]: r["accuracy"] for r in summary}
         acc = {"sum": float(by_name["Sum"]), "count": float(by_name["Frame Length"])}
@@ -236,6 +241,24 @@ def accuracy(plan: Plan, alpha: float) -> dict[str, Any]:
         acc = float(max(r["accuracy"] for r in summary))
     return {"accuracy": acc, "mechanism": _mechanism(summary), "alpha": alpha,
             "scale": [float(r["scale"]) for r in summary]}
+
+
+def quantile_rank_accuracy(plan: Plan, alpha: float) -> float:
+    """± in *rows of rank* of a released quantile, holding with probability ``1 - alpha``.
+
+    OpenDP scores a candidate c by ``|(den - num) * #(x < c) - num * #(x > c)|``
+    for q = num/den, with sensitivity ``k * max(num, den - num)`` (k rows per
+    person) and picks the noisy minimum with Gumbel noise of scale
+    ``2 * sensitivity / ε`` (the exponential mechanism). One row of rank moves a
+    score by ``den``, and the exponential mechanism's utility bound (a score more
+    than ``scale * ln(|C| / alpha)`` above the best has total probability at most
+    alpha) becomes, in rows, ``2 k max(q, 1 - q) ln(|C| / alpha) / ε`` beyond
+    the best candidate's own distance (at most the grid's spacing in rows).
+    """
+    q, eps = float(plan.query.q or 0.5), plan.query.epsilon
+    assert plan.spec.dp is not None
+    k = plan.spec.dp.max_rows_per_id if plan.spec.dp.id_column else 1
+    return 2 * k * max(q, 1 - q) * math.log(plan.candidates / alpha) / eps
 
 
 def _mean_interval(s: float, c: float, acc: dict[str, float]) -> float:

@@ -40,7 +40,7 @@ class DPResult:
         OpenDP's noise distribution(s), e.g. ``"Integer Laplace"``.
     accuracy : float, dict or None
         The half-width of the ``1 - alpha`` interval around ``value`` (per key for
-        grouped means; None for quantiles).
+        grouped means; ``{"rank": ±}`` in rows of rank for quantiles).
     alpha : float
         Significance of ``accuracy``.
     query : dict
@@ -93,7 +93,8 @@ class DPQuery:
         float, dict or None
             A ± in the value's units (count, sum, histogram, grouped count/sum); for
             a mean, ``{"sum": ±, "count": ±}`` (its interval depends on the noisy
-            count, so it is given with the release); None for a quantile.
+            count, so it is given with the release); ``{"rank": ±}`` for a quantile
+            (in rows of rank around ``q * n``).
         """
         return self._call(True, alpha)["preview"]["accuracy"]
 
