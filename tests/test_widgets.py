@@ -5,14 +5,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import nbformat
 import numpy as np
 import pytest
+from nbclient import NotebookClient
+from nbconvert import MarkdownExporter
 
 import kernel_bridge as kb
 from kernel_bridge.scientist.launch import relaunch
 from syft_widgets import Approvals, Budget, WorkerGraph
+
+NOTEBOOK = Path(__file__).resolve().parent / "files" / "widgets_live.ipynb"
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> float:
@@ -241,3 +247,20 @@ def test_budget_bars_move_after_a_dp_query(connect_as: Callable[..., kb.Worker],
     finally:
         widget.close()
         owner_view.close()
+
+
+# -- text fallbacks in a converted notebook ----------------------------------------------------
+def test_notebook_converts_with_text_fallbacks(tmp_path: Path) -> None:
+    """The example notebook, executed by nbclient and turned into Markdown by nbconvert."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+    md, _ = MarkdownExporter().from_notebook_node(nb)
+    assert "WorkerGraph (2 workers, live)" in md
+    assert "alice (worker) <- ana" in md and "bob (worker) <- ana" in md
+    assert "Privacy budget on alice (ana)" in md
+    assert "Approvals for" in md and "mean age, please" in md
+    assert "application/vnd.jupyter.widget-view+json" not in md
