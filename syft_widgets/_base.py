@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,32 @@ class LiveWidget(anywidget.AnyWidget):  # type: ignore[misc]
     #: True while the poller runs; the front end greys out a stopped widget.
     live = traitlets.Bool(False).tag(sync=True)
 
-    _poller: Poller | None = None
+    _pollers: list[Poller] = []
+
+    def _tasks(self) -> list[Callable[[], None]]:
+        """What the pollers run, one thread each (a slow source never stalls another)."""
+        return [self.refresh]
 
     def start(self) -> None:
         """Start the background updates (done by the constructor unless ``start=False``)."""
-        if self._poller is not None and self._poller.running:
+        if any(p.running for p in self._pollers):
             return
-        self._poller = Poller(self.refresh, self.interval, f"syftlab-{type(self).__name__}")
-        self._poller.start()
+        name = f"syftlab-{type(self).__name__}"
+        self._pollers = [Poller(task, self.interval, name) for task in self._tasks()]
+        for p in self._pollers:
+            p.start()
         self.live = True
 
     def stop(self) -> None:
         """Stop the background updates; the widget keeps showing its last state."""
-        if self._poller is not None:
-            self._poller.stop()
+        for p in self._pollers:
+            p.stop()
         self.live = False
+
+    @property
+    def ticks(self) -> int:
+        """Refresh rounds done by every poller (the slowest one's count)."""
+        return min((p.ticks for p in self._pollers), default=0)
 
     def close(self) -> None:
         """Stop updating and close the widget (its front-end views go away)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -88,10 +90,12 @@ class WorkerGraph(LiveWidget):
         self._own = [_OwnTraffic() for _ in self.workers]
         self._last: list[dict[str, Any]] = [{} for _ in self.workers]
         super().__init__(kinds=kinds_json(), interval=interval)
-        # A first picture from local state only: the network is read by the poller.
-        self._publish([self._node(i, w, "online" if w.connected else "offline", {}, "")
-                       for i, w in enumerate(self.workers)],
-                      [self._edge(i, w, None) for i, w in enumerate(self.workers)])
+        self._lock = threading.Lock()
+        # A first picture from local state only: the network is read by the pollers.
+        self._nodes = [self._node(i, w, "online" if w.connected else "offline", {}, "")
+                       for i, w in enumerate(self.workers)]
+        self._edges = [self._edge(i, w, None) for i, w in enumerate(self.workers)]
+        self._publish(self._nodes, self._edges)
         if start:
             self.start()
 
@@ -131,14 +135,26 @@ class WorkerGraph(LiveWidget):
         status = "busy" if busy else "online"
         return (self._node(i, w, status, {"pending": pending}, ""), self._edge(i, w, latency))
 
+    def _tasks(self) -> list[Callable[[], None]]:
+        # One poller per worker: a worker that hangs (its ping waits for the timeout,
+        # a reconnect for the handshake) does not delay the others' updates.
+        return [functools.partial(self.refresh_worker, i) for i in range(len(self.workers))]
+
+    def refresh_worker(self, i: int) -> None:
+        """Probe worker ``i`` once and publish the graph (its poller calls this)."""
+        node, edge = self._probe(i, self.workers[i])
+        with self._lock:
+            self._nodes[i], self._edges[i] = node, edge
+            self._publish(self._nodes, self._edges)
+
     def refresh(self) -> None:
-        """Probe every worker once and publish the result (the poller calls this)."""
-        probed = [self._probe(i, w) for i, w in enumerate(self.workers)]
-        self._publish([n for n, _ in probed], [e for _, e in probed])
+        """Probe every worker once and publish the result."""
+        for i in range(len(self.workers)):
+            self.refresh_worker(i)
 
     def _publish(self, workers: list[Node], edges: list[Edge]) -> None:
         me = Node(id=self.scientist_id, kind="scientist", label=self.workers[0].scientist)
-        self._model = ([me, *workers], edges)
+        self._model = ([me, *workers], list(edges))
         nodes_json = [n.to_json() for n in self._model[0]]
         edges_json = [e.to_json() for e in edges]
         with self.hold_sync():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +35,7 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> float:
 
 def polled(widget: Any, ticks: int = 1, timeout: float = 10) -> None:
     """Wait until the widget's poller has refreshed ``ticks`` times."""
-    wait_for(lambda: widget._poller is not None and widget._poller.ticks >= ticks, timeout,
-             f"{ticks} refreshes")
+    wait_for(lambda: widget.ticks >= ticks, timeout, f"{ticks} refreshes")
 
 
 def edge(graph: WorkerGraph, name: str) -> dict[str, Any]:
@@ -56,6 +57,16 @@ def test_graph_marks_a_killed_worker_offline_and_a_restarted_one_online(
         assert graph.status() == {"alice": "online", "carol": "online"}
         assert node(graph, "carol")["metrics"]["pending"] == 0
         assert edge(graph, "carol")["metrics"]["latency_ms"] > 0
+        os.killpg(carol.process.proc.pid, signal.SIGSTOP)  # hung: connected but silent
+        try:
+            wait_for(lambda: graph.status()["carol"] == "offline", 3.0, "hung worker offline")
+            assert node(graph, "carol")["detail"] == "TimeoutError"
+            ticks = graph._pollers[0].ticks
+            wait_for(lambda: graph._pollers[0].ticks > ticks + 1, 3, "alice still polled")
+            assert graph.status()["alice"] == "online"
+        finally:
+            os.killpg(carol.process.proc.pid, signal.SIGCONT)
+        wait_for(lambda: graph.status()["carol"] == "online", 5, "resumed worker online")
         carol.process.kill()  # SIGKILL, as a crash
         took = wait_for(lambda: graph.status()["carol"] == "offline", 3.0,
                         "killed worker shown offline")
@@ -116,13 +127,13 @@ def test_graph_shows_busy_while_a_call_runs_and_never_blocks_it(
 def test_closing_stops_the_updates(session: kb.Worker) -> None:
     graph = WorkerGraph([session], interval=0.1)
     polled(graph)
-    poller = graph._poller
-    assert poller is not None
+    pollers = graph._pollers
+    assert len(pollers) == 1 and pollers[0].running
     graph.close()
-    assert not poller.running and not poller._thread.is_alive()
-    ticks, updated = poller.ticks, graph.updated
+    assert not pollers[0].running and not pollers[0]._thread.is_alive()
+    ticks, updated = graph.ticks, graph.updated
     time.sleep(0.5)
-    assert poller.ticks == ticks and graph.updated == updated
+    assert graph.ticks == ticks and graph.updated == updated
     assert not graph.live and "stopped" in repr(graph)
 
 
