@@ -61,6 +61,10 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "lab.log"
+    # No "get Jupyter news?" toast over the screenshots (there is no network here anyway).
+    news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     argv = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", "--allow-root",
             "--no-browser", f"--ServerApp.token={token}", f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
@@ -198,7 +202,8 @@ def test_notebook_shows_graph_budget_and_approvals_live(lab: Lab) -> None:
             assert preview and preview.strip()
             shot(page, "widgets-approvals.png", ".sw-approvals")
             page.locator(".sw-approvals .sw-request .sw-approve").first.click()
-            page.locator(".sw-approvals .sw-decided.sw-approved").first.wait_for(timeout=30_000)
+            page.locator(".sw-approvals .sw-decided.sw-approved").first.wait_for(
+                state="attached", timeout=30_000)
             page.wait_for_function("document.querySelectorAll('.sw-approvals .sw-request')"
                                    ".length === 0", timeout=30_000)
             run_cell(page, 8)  # the scientist's request now has its value

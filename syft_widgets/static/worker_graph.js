@@ -36,7 +36,7 @@ function layout(nodes, kinds) {
     cols.get(ring).push(n);
   }
   const rows = Math.max(1, ...[...cols.values()].map((c) => c.length));
-  const height = rows * 120 + 30;
+  const height = rows * 170 + 30;
   const rings = [...cols.keys()].sort((a, b) => a - b);
   const pos = new Map();
   rings.forEach((ring, ci) => {
