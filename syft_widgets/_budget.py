@@ -7,7 +7,7 @@ from typing import Any
 
 import traitlets
 
-from kernel_bridge.errors import ConnectionLost, SyftError
+from kernel_bridge.errors import SyftError
 from kernel_bridge.owner.owner_api import Owner
 from kernel_bridge.scientist.worker import Worker
 
@@ -72,8 +72,8 @@ class Budget(LiveWidget):
         src = self._reader
         if isinstance(src, Owner):
             return [_row(f"{b['scientist']} · {b['asset']}", b) for b in src.budget()]
-        if not src.connected:
-            raise ConnectionLost(f"not connected to {src.name}")
+        if not src.connected:  # e.g. the worker restarted: one quick try, then wait
+            src.reconnect(attempts=1, delay=0.0)
         return [_row(asset, {**b, "asset": asset}) for asset, b in sorted(src.budget().items())]
 
     def refresh(self) -> None:

@@ -142,7 +142,14 @@ class WorkerGraph(LiveWidget):
 
     def refresh_worker(self, i: int) -> None:
         """Probe worker ``i`` once and publish the graph (its poller calls this)."""
-        node, edge = self._probe(i, self.workers[i])
+        w = self.workers[i]
+        if not w.connected and self._nodes[i].status != "offline":
+            # Show the drop at once: reconnecting may wait on the user's own reconnect.
+            self._store(i, self._node(i, w, "offline", {}, "connection lost"),
+                        self._edge(i, w, None))
+        self._store(i, *self._probe(i, w))
+
+    def _store(self, i: int, node: Node, edge: Edge) -> None:
         with self._lock:
             self._nodes[i], self._edges[i] = node, edge
             self._publish(self._nodes, self._edges)
