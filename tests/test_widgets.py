@@ -275,3 +275,19 @@ def test_notebook_converts_with_text_fallbacks(tmp_path: Path) -> None:
     assert "Privacy budget on alice (ana)" in md
     assert "Approvals for" in md and "mean age, please" in md
     assert "application/vnd.jupyter.widget-view+json" not in md
+
+
+def test_front_end_ships_in_the_package_without_cdn_imports() -> None:
+    import re
+
+    import syft_widgets
+
+    static = Path(syft_widgets.__file__).parent / "static"
+    files = sorted(static.glob("*.js")) + sorted(static.glob("*.css"))
+    assert {f.name for f in files} >= {"worker_graph.js", "approvals.js", "budget.js",
+                                       "widgets.css"}
+    for f in files:
+        text = f.read_text()
+        assert not re.search(r"""(import|from)\s*\(?\s*["']https?:""", text), f
+        assert "@import" not in text and "url(http" not in text, f
+        assert "innerHTML" not in text and "insertAdjacentHTML" not in text, f
