@@ -88,7 +88,6 @@ class WorkerGraph(LiveWidget):
             raise ValueError("WorkerGraph needs at least one worker")
         self.timeout = timeout
         self._own = [_OwnTraffic() for _ in self.workers]
-        self._last: list[dict[str, Any]] = [{} for _ in self.workers]
         super().__init__(kinds=kinds_json(), interval=interval)
         self._lock = threading.Lock()
         # A first picture from local state only: the network is read by the pollers.
@@ -128,8 +127,9 @@ class WorkerGraph(LiveWidget):
                 w.reconnect(attempts=1, delay=0.0)
             latency = own.call(w, "ping", lambda: w.ping(timeout=self.timeout))
             requests = own.call(w, "requests", lambda: w.requests(timeout=self.timeout))
-        except (ConnectionLost, OSError, TimeoutError, SyftError) as exc:
-            reason = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)
+        except Exception as exc:  # whatever stops the talk (refused, hung, bad handshake)
+            reason = str(exc) if isinstance(exc, (ConnectionLost, OSError, SyftError)) and \
+                not isinstance(exc, TimeoutError) else type(exc).__name__
             return (self._node(i, w, "offline", {}, reason[:120]), self._edge(i, w, None))
         pending = sum(1 for r in requests if r.status == "pending")
         status = "busy" if busy else "online"

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from websockets.exceptions import InvalidHandshake
+
 from ..errors import ConnectionLost, Interrupted, ProtocolError
 from ..wire import codec
 from ._loop import run_sync
@@ -155,8 +157,8 @@ class Worker:
                     info = run_sync(self._conn.open(resume=True))
                     self._generation += 1
                     return bool(info.get("resumed"))
-                except (OSError, ConnectionLost) as exc:
-                    last = exc
+                except (OSError, ConnectionLost, InvalidHandshake) as exc:
+                    last = exc  # InvalidHandshake: the worker died mid-handshake
                     time.sleep(delay)
         raise ConnectionLost(f"could not reconnect to {self.url}: {last}")
 
