@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test bench lint sandbox clean
+.PHONY: demo test bench lint sandbox chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,20 +24,29 @@ sandbox:
 	    echo "bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)"; exit 1; \
 	  fi; }
 
+# The widget browser tests drive Debian's Chromium through Playwright (no browser downloads).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+	  else \
+	    echo "chromium is missing: install it (e.g. sudo apt-get install chromium)"; exit 1; \
+	  fi; }
+
 # DEMO_ARGS="--execute" runs the start-here notebook headless instead of opening JupyterLab.
 demo: $(STAMP) sandbox
 	$(BIN)/syftlab demo $(DEMO_ARGS)
 
-test: $(STAMP) sandbox
-	$(BIN)/ruff check kernel_bridge tests benchmarks datasets
+test: $(STAMP) sandbox chromium
+	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) sandbox
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check kernel_bridge tests benchmarks datasets
-	$(BIN)/mypy kernel_bridge
+	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets
+	$(BIN)/mypy kernel_bridge syft_widgets
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from websockets.exceptions import InvalidHandshake
 
 from ..errors import ConnectionLost, Interrupted, ProtocolError
 from ..wire import codec
@@ -62,6 +65,9 @@ class Worker:
         self.vars = _Vars(self, mock=False)
         self.mock_vars = _Vars(self, mock=True)
         self.process: Any = None  # set by launch()
+        # One reconnect at a time: a widget's poller and the user's call may both notice a drop.
+        self._reconnect_lock = threading.Lock()
+        self._generation = 0
 
     def __repr__(self) -> str:
         state = "connected" if self._conn.connected else "disconnected"
@@ -84,7 +90,7 @@ class Worker:
         """Messages and bytes this handle exchanged with the worker."""
         c = self._conn
         return {"messages": c.messages, "bytes_sent": c.bytes_sent,
-                "bytes_received": c.bytes_received}
+                "bytes_received": c.bytes_received, "in_flight": len(c._pending)}
 
     # -- plumbing ---------------------------------------------------------------
     def _call(self, op: str, **fields: Any) -> dict[str, Any]:
@@ -95,6 +101,10 @@ class Worker:
                 raise
             self.reconnect()
             return run_sync(self._conn.call(op, **fields))
+
+    def _call_once(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        """One call that neither reconnects nor waits past ``timeout`` (for monitors)."""
+        return run_sync(self._conn.call(op, reply_timeout=timeout, **fields), timeout + 1.0)
 
     def _op(self, target: Pointer, kind: str, name: str, args: list[Any] | None = None,
             kwargs: dict[str, Any] | None = None, reflected: bool = False) -> dict[str, Any]:
@@ -136,15 +146,20 @@ class Worker:
 
         Returns True when the old session (and its pointers) came back.
         """
-        last: Exception | None = None
-        for _ in range(attempts):
-            try:
-                run_sync(self._conn.close())
-                info = run_sync(self._conn.open(resume=True))
-                return bool(info.get("resumed"))
-            except (OSError, ConnectionLost) as exc:
-                last = exc
-                time.sleep(delay)
+        generation = self._generation
+        with self._reconnect_lock:
+            if self._generation != generation and self._conn.connected:
+                return bool(self._conn.info.get("resumed"))  # another thread just did it
+            last: Exception | None = None
+            for _ in range(attempts):
+                try:
+                    run_sync(self._conn.close())
+                    info = run_sync(self._conn.open(resume=True))
+                    self._generation += 1
+                    return bool(info.get("resumed"))
+                except (OSError, ConnectionLost, InvalidHandshake) as exc:
+                    last = exc  # InvalidHandshake: the worker died mid-handshake
+                    time.sleep(delay)
         raise ConnectionLost(f"could not reconnect to {self.url}: {last}")
 
     @property
@@ -185,9 +200,15 @@ class Worker:
         """Restart your session's kernel: clean slate, old pointers into it are gone."""
         self._call("restart", mock=mock)
 
-    def requests(self) -> list[Request]:
-        """Your requests on this worker, oldest first."""
-        return [Request(self, r) for r in self._call("requests")["requests"]]
+    def requests(self, timeout: float | None = None) -> list[Request]:
+        """Your requests on this worker, oldest first.
+
+        With ``timeout`` the call fails fast (``TimeoutError``, or ``ConnectionLost``
+        without reconnecting), as a monitor such as a widget needs.
+        """
+        reply = self._call("requests") if timeout is None else \
+            self._call_once("requests", timeout)
+        return [Request(self, r) for r in reply["requests"]]
 
     def request_by_id(self, request_id: int) -> Request:
         """Find one of your requests again (e.g. after a reconnect)."""
@@ -198,10 +219,17 @@ class Worker:
         ``epsilon_remaining``, ``delta_spent``, ``delta_limit``."""
         return dict(self._call("budget")["budget"])
 
-    def ping(self) -> float:
-        """Round-trip time to the worker, in seconds."""
+    def ping(self, timeout: float | None = None) -> float:
+        """Round-trip time to the worker, in seconds.
+
+        With ``timeout`` a silent worker raises ``TimeoutError`` after that many
+        seconds and a lost connection raises ``ConnectionLost`` at once (no reconnect).
+        """
         t = time.perf_counter()
-        self._call("ping")
+        if timeout is None:
+            self._call("ping")
+        else:
+            self._call_once("ping", timeout)
         return time.perf_counter() - t
 
     def close(self) -> None:
