@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kernel_bridge.owner.owner_api import human_size
+
 #: A node's health as the front end colours it.
 STATUSES = ("online", "busy", "offline")
 
@@ -43,12 +45,7 @@ class Metric:
 
 
 def human_bytes(n: Any) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+    return human_size(int(n))
 
 
 NODE_KINDS: dict[str, NodeKind] = {
