@@ -5,15 +5,25 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test bench lint sandbox clean
+.PHONY: demo test bench lint sandbox browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json yarn.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: a CPU wheel lies on local disk; a bare range would fetch CUDA builds.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# The JupyterLab extension (built by the install above): link, don't copy, so rebuilds show.
+	rm -rf $(VENV)/share/jupyter/labextensions/syftlab
+	ln -s $(CURDIR)/kernel_bridge/lab/labextension $(VENV)/share/jupyter/labextensions/syftlab
 	touch $(STAMP)
+
+# Rebuild the extension when its sources change (a fresh clone builds it in the install above).
+LABEXT := kernel_bridge/lab/labextension/package.json
+$(LABEXT): package.json tsconfig.json yarn.lock $(wildcard extension/src/*.ts style/* schema/*) | $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install
+	PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build:prod
+	touch $(LABEXT)
 
 # Kernels run inside bubblewrap; install it where we can (CI and these machines run as root).
 sandbox:
@@ -24,10 +34,19 @@ sandbox:
 	    echo "bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)"; exit 1; \
 	  fi; }
 
-demo: $(STAMP) sandbox
+# UI tests drive Debian's Chromium with Playwright (no browser downloads): install it like bwrap.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+	  else \
+	    echo "chromium is missing: install it (e.g. sudo apt-get install chromium)"; exit 1; \
+	  fi; }
+
+demo: $(STAMP) $(LABEXT) sandbox
 	$(BIN)/syftlab demo
 
-test: $(STAMP) sandbox
+test: $(STAMP) $(LABEXT) sandbox browser
 	$(BIN)/ruff check kernel_bridge tests benchmarks datasets
 	$(BIN)/python -m pytest -q
 
@@ -39,4 +58,4 @@ lint: $(STAMP)
 	$(BIN)/mypy kernel_bridge
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules lib kernel_bridge/lab/labextension tsconfig.tsbuildinfo .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -81,7 +81,9 @@ def open_lab(browser: Any, lab: LabServer, path: str = "lab") -> Page:
 
 
 def run_command(page: Page, command: str, args: dict[str, Any] | None = None) -> None:
-    page.evaluate("([c, a]) => window.jupyterapp.commands.execute(c, a)", [command, args or {}])
+    """Start a JupyterLab command; does not wait for it (run-all waits on the cells)."""
+    page.evaluate("([c, a]) => { void window.jupyterapp.commands.execute(c, a); }",
+                  [command, args or {}])
 
 
 KERNEL_IDLE = """() => {
@@ -95,19 +97,41 @@ def wait_kernel_idle(page: Page) -> None:
     page.wait_for_function(KERNEL_IDLE, timeout=120_000)
 
 
+def open_sidebar(page: Page) -> None:
+    """Show the Remote data sidebar (clicking its tab again would hide it)."""
+    if not page.locator(".syftlab-sidebar").is_visible():
+        page.locator(".jp-SideBar [data-id='syftlab-remote-data']").click()
+    expect(page.locator(".syftlab-sidebar")).to_be_visible()
+
+
+@pytest.fixture
+def pages(request: pytest.FixtureRequest) -> Iterator[list[Page]]:
+    """Pages a test opens; screenshotted as ``FAILED-*`` if the test fails."""
+    opened: list[Page] = []
+    yield opened
+    rep = getattr(request.node, "rep_call", None)
+    for i, page in enumerate(opened):
+        if rep is not None and rep.failed and not page.is_closed():
+            shot(page, f"FAILED-{request.node.name}-{i}")
+        if not page.is_closed():
+            page.close()
+
+
 def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def output_text(page: Page) -> str:
-    return " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+def notebook(page: Page) -> Any:
+    """The notebook panel in front (a restored workspace may hold others)."""
+    return page.locator(".jp-NotebookPanel:visible")
 
 
 def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
-        labs: tuple[LabServer, LabServer], browser: Any) -> None:
+        labs: tuple[LabServer, LabServer], browser: Any, pages: list[Page]) -> None:
     sci, _ = labs
     page = open_lab(browser, sci, "lab/tree/lab_snippet.ipynb")
-    page.locator(".jp-SideBar [data-id='syftlab-remote-data']").click()
+    pages.append(page)
+    open_sidebar(page)
     side = page.locator(".syftlab-sidebar")
     worker_box = side.locator(".syftlab-worker[data-worker='alice']")
     expect(worker_box.locator(".syftlab-worker-state")).to_contain_text("online", timeout=60_000)
@@ -115,9 +139,9 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     expect(worker_box.locator(".syftlab-dataset[data-asset='ecg']")).to_be_visible()
     expect(worker_box.locator(".syftlab-dataset[data-asset='heart']")).to_contain_text(
         "Cardiology outpatients")
-    page.locator(".jp-Notebook .jp-Cell").first.click()
+    notebook(page).locator(".jp-Cell").first.click()
     worker_box.locator(".syftlab-dataset[data-asset='heart'] .syftlab-dataset-name").click()
-    cells = page.locator(".jp-Notebook .jp-Cell")
+    cells = notebook(page).locator(".jp-Cell")
     expect(cells).to_have_count(2)
     expect(cells.nth(1)).to_contain_text("%%remote alice")
     shot(page, "1-sidebar-snippet")
@@ -132,20 +156,22 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     worker_box.locator(".syftlab-dataset[data-asset='heart'] summary").click(position={"x": 200, "y": 5})
     expect(worker_box.locator(".syftlab-dataset[data-asset='heart'] .syftlab-schema")).to_contain_text("age")
     shot(page, "2-sidebar-details")
-    page.close()
 
 
 def test_owner_approves_and_denies_by_clicking(
-        labs: tuple[LabServer, LabServer], browser: Any, worker: kb.Worker) -> None:
+        labs: tuple[LabServer, LabServer], browser: Any, worker: kb.Worker,
+        pages: list[Page]) -> None:
     sci, own = labs
     spage = open_lab(browser, sci, "lab/tree/lab_requests.ipynb")
-    expect(spage.locator(".jp-Notebook .jp-Cell")).to_have_count(3, timeout=60_000)
+    pages.append(spage)
+    expect(notebook(spage).locator(".jp-Cell")).to_have_count(3, timeout=60_000)
     wait_kernel_idle(spage)
     run_command(spage, "notebook:run-all-cells")
-    expect(spage.locator(".jp-OutputArea-output").filter(has_text="REQUESTED")).to_have_count(
-        1, timeout=120_000)
+    cells = notebook(spage).locator(".jp-Cell")
+    expect(cells.nth(1).locator(".jp-OutputArea")).to_contain_text("REQUESTED", timeout=120_000)
 
     opage = open_lab(browser, own)
+    pages.append(opage)
     card = opage.locator(".syftlab-card").filter(has_text="mean age")
     expect(card).to_have_count(1, timeout=60_000)
     # Scientist-written markup is shown as text, never run or rendered.
@@ -159,8 +185,8 @@ def test_owner_approves_and_denies_by_clicking(
 
     card.locator(".syftlab-approve").click()
     expect(card).to_have_count(0, timeout=30_000)
-    result = spage.locator(".jp-OutputArea-output").filter(has_text="RESULT")
-    expect(result).to_have_count(1, timeout=120_000)
+    result = cells.nth(1).locator(".jp-OutputArea")
+    expect(result).to_contain_text("RESULT", timeout=120_000)
     value = float(re.search(r"RESULT ([0-9.]+)", result.inner_text()).group(1))  # type: ignore[union-attr]
     owner = kb.Owner(worker.process.state)
     try:
@@ -179,10 +205,11 @@ def test_owner_approves_and_denies_by_clicking(
     shot(opage, "5-owner-deny")
     deny.click()
     expect(card2).to_have_count(0, timeout=30_000)
-    denied = spage.locator(".jp-OutputArea-output").filter(has_text="DENIED:")
+    denied = cells.nth(2).locator(".jp-OutputArea")
+    expect(denied).to_contain_text("DENIED:", timeout=120_000)
     expect(denied).to_contain_text("per-patient maxima identify people; use DP", timeout=120_000)
     # The sidebar shows both requests with their status, and the owner's reason.
-    spage.locator(".jp-SideBar [data-id='syftlab-remote-data']").click()
+    open_sidebar(spage)
     reqs = spage.locator(".syftlab-sidebar .syftlab-request")
     expect(reqs.filter(has_text="max cholesterol")).to_contain_text(
         "per-patient maxima identify people; use DP", timeout=30_000)
@@ -197,5 +224,46 @@ def test_owner_approves_and_denies_by_clicking(
     expect(hist).to_contain_text(HOSTILE_REASON)
     assert hist.locator("img").count() == 0 and opage.evaluate("window.__pwned === undefined")
     shot(opage, "7-owner-history")
-    spage.close()
-    opage.close()
+
+
+def status_epsilon(page: Page, asset: str = "heart") -> float | None:
+    text = page.locator(".syftlab-status-budget").inner_text()
+    m = re.search(rf"alice: .*\b{asset} ([0-9.]+)", text)
+    return float(m.group(1)) if m else None
+
+
+def test_status_bar_epsilon_drops_after_a_dp_query(
+        labs: tuple[LabServer, LabServer], browser: Any, worker: kb.Worker,
+        pages: list[Page]) -> None:
+    sci, own = labs
+    before = worker.budget()["heart"]["epsilon_remaining"]
+    spage = open_lab(browser, sci, "lab/tree/lab_dp.ipynb")
+    pages.append(spage)
+    expect(notebook(spage).locator(".jp-Cell")).to_have_count(2, timeout=60_000)
+    spage.wait_for_function(
+        "() => /alice: .*heart [0-9.]+/.test("
+        "document.querySelector('.syftlab-status-budget').textContent)", timeout=60_000)
+    assert status_epsilon(spage) == pytest.approx(before, abs=1e-3)
+    shot(spage, "8-status-before-dp")
+    wait_kernel_idle(spage)
+    run_command(spage, "notebook:run-all-cells")
+    cells = notebook(spage).locator(".jp-Cell")
+    expect(cells.nth(1).locator(".jp-OutputArea")).to_contain_text("DP ", timeout=120_000)
+    after = worker.budget()["heart"]["epsilon_remaining"]
+    assert after == pytest.approx(before - 0.2)
+    spage.wait_for_function(
+        f"() => {{ const m = /alice: .*heart ([0-9.]+)/.exec("
+        f"document.querySelector('.syftlab-status-budget').textContent);"
+        f" return m && Math.abs(parseFloat(m[1]) - {after}) < 1e-3; }}", timeout=30_000)
+    assert status_epsilon(spage) < before  # type: ignore[operator]
+    shot(spage, "9-status-after-dp")
+    # The sidebar's remaining ε for heart, and the owner's ledger, show the same spend.
+    open_sidebar(spage)
+    expect(spage.locator(".syftlab-dataset[data-asset='heart'] .syftlab-eps")).to_contain_text(
+        f"{after:.3g}", timeout=30_000)
+    opage = open_lab(browser, own)
+    pages.append(opage)
+    opage.locator(".syftlab-tab[data-tab='budget']").click()
+    row = opage.locator(".syftlab-ledger tr").filter(has_text="ana").filter(has_text="heart")
+    expect(row).to_contain_text("0.2", timeout=30_000)
+    shot(opage, "10-owner-ledger")

@@ -36,17 +36,17 @@ class SyftlabHandler(APIHandler):
         if not isinstance(self.side, kind):
             other = "owner" if kind is OwnerSide else "scientist"
             raise tornado.web.HTTPError(
-                404, reason=f"this JupyterLab serves the {self.side.side} side, not the {other}'s")
+                404, f"this JupyterLab serves the {self.side.side} side, not the {other}'s")
         return self.side  # type: ignore[return-value]
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self.side.pool, fn, *args)
         except KeyError as exc:
-            raise tornado.web.HTTPError(404, reason=str(exc.args[0] if exc.args else exc)) \
+            raise tornado.web.HTTPError(404, str(exc.args[0] if exc.args else exc)) \
                 from None
         except (ValueError, ConnectionsError, SyftError) as exc:
-            raise tornado.web.HTTPError(400, reason=f"{type(exc).__name__}: {exc}") from None
+            raise tornado.web.HTTPError(400, f"{type(exc).__name__}: {exc}") from None
 
     def reply(self, payload: Any) -> None:
         self.set_header("Content-Type", "application/json")
@@ -56,9 +56,9 @@ class SyftlabHandler(APIHandler):
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
-            raise tornado.web.HTTPError(400, reason="the body is not JSON") from None
+            raise tornado.web.HTTPError(400, "the body is not JSON") from None
         if not isinstance(body, dict):
-            raise tornado.web.HTTPError(400, reason="the body must be a JSON object")
+            raise tornado.web.HTTPError(400, "the body must be a JSON object")
         return body
 
     @staticmethod
@@ -66,7 +66,7 @@ class SyftlabHandler(APIHandler):
         try:
             return int(raw)
         except ValueError:
-            raise tornado.web.HTTPError(400, reason=f"bad request id {raw[:40]!r}") from None
+            raise tornado.web.HTTPError(400, f"bad request id {raw[:40]!r}") from None
 
 
 class InfoHandler(SyftlabHandler):
@@ -89,7 +89,7 @@ class WorkersHandler(SyftlabHandler):
         try:
             workers = await loop.run_in_executor(None, side.workers)
         except ConnectionsError as exc:
-            raise tornado.web.HTTPError(400, reason=str(exc)) from None
+            raise tornado.web.HTTPError(400, str(exc)) from None
         self.reply({"workers": workers})
 
 
@@ -105,7 +105,7 @@ class BudgetHandler(SyftlabHandler):
         try:
             budget = await loop.run_in_executor(None, side.budget, names)
         except ConnectionsError as exc:
-            raise tornado.web.HTTPError(400, reason=str(exc)) from None
+            raise tornado.web.HTTPError(400, str(exc)) from None
         self.reply({"budget": budget})
 
 
@@ -141,7 +141,7 @@ class DecisionHandler(SyftlabHandler):
         else:
             reason = body.get("reason")
             if not isinstance(reason, str) or not reason.strip():
-                raise tornado.web.HTTPError(400, reason="a denial needs a reason")
+                raise tornado.web.HTTPError(400, "a denial needs a reason")
             row = await self.blocking(side.deny, rid, reason.strip())
         self.reply({"request": row})
 
