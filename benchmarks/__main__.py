@@ -15,7 +15,7 @@ import time
 from . import core
 
 #: Modules whose import registers benchmarks, in the order they run.
-MODULES = ("bridge",)
+MODULES = ("bridge", "dp")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,12 @@ __version__ = "0.1.0"
 from .errors import (  # noqa: E402
     ApprovalRequired,
     AuthenticationError,
+    BudgetExhausted,
     CodecError,
     ExecutionTimeout,
     FrameTooLarge,
     Interrupted,
+    InvalidQuery,
     KernelDied,
     MalformedFrame,
     MethodNotAllowed,
@@ -30,6 +32,7 @@ from .errors import (  # noqa: E402
     UnknownObject,
 )
 from .owner.owner_api import Owner  # noqa: E402
+from .scientist.dp import DPQuery, DPResult  # noqa: E402
 from .scientist.launch import launch  # noqa: E402
 from .scientist.pointer import Pointer  # noqa: E402
 from .scientist.receipt import Receipt  # noqa: E402
@@ -41,5 +44,5 @@ __all__ = [
     "FrameTooLarge", "Interrupted", "KernelDied", "MalformedFrame", "MethodNotAllowed",
     "Owner", "PermissionDenied", "Pointer", "ProtocolError", "Receipt", "RemoteError",
     "Request", "RequestDenied", "RequestPending", "SyftError", "UnknownObject", "Worker",
-    "connect", "launch",
+    "connect", "launch", "BudgetExhausted", "InvalidQuery", "DPQuery", "DPResult",
 ]

@@ -125,6 +125,23 @@ class ConnectionLost(SyftError):
     """The connection to the worker closed."""
 
 
+class InvalidQuery(SyftError):
+    """A DP query the worker will not run (unknown column, bounds outside the
+    declaration, a bad ε, undeclared group keys, a pointer that is not an asset).
+
+    Nothing is spent on an invalid query.
+    """
+
+
+class BudgetExhausted(SyftError):
+    """A DP query would go past a privacy budget; nothing was spent.
+
+    ``data`` holds what was asked (``epsilon``, ``delta``), which budget refused
+    (``scope``: ``"scientist"`` or ``"total"``) and what remains
+    (``epsilon_remaining``, ``delta_remaining``).
+    """
+
+
 WIRE_ERRORS: dict[str, type[SyftError]] = {
     cls.__name__: cls
     for cls in (
@@ -150,6 +167,8 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         SandboxUnavailable,
         ConfigError,
         ConnectionLost,
+        InvalidQuery,
+        BudgetExhausted,
     )
 }
 

@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--datasets", help="folder with alice.toml/bob.toml (default: the repo's)")
     d.add_argument("--workers", nargs="+", default=["alice", "bob"])
 
+    b = sub.add_parser("budget", help="DP budgets: spent and remaining per scientist and asset")
+    b.add_argument("--state", help="the worker's state directory")
+    bsub = b.add_subparsers(dest="action")
+    bs = bsub.add_parser("set", help="change a scientist's allowance on an asset")
+    bs.add_argument("scientist")
+    bs.add_argument("asset")
+    bs.add_argument("--epsilon", type=float, required=True)
+    bs.add_argument("--delta", type=float)
+    bs.add_argument("--state", default=argparse.SUPPRESS)
+    bt = bsub.add_parser("set-total", help="change an asset's total allowance (all scientists)")
+    bt.add_argument("asset")
+    bt.add_argument("--epsilon", type=float, required=True)
+    bt.add_argument("--delta", type=float)
+    bt.add_argument("--state", default=argparse.SUPPRESS)
+
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
     _state_arg(a)
@@ -184,6 +199,30 @@ def run_requests(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_budget(args: argparse.Namespace) -> int:
+    from .owner_api import Owner
+
+    if not args.state:
+        raise ConfigError("give the worker's --state directory")
+    owner = Owner(args.state)
+    if args.action in ("set", "set-total"):
+        who = args.scientist if args.action == "set" else None
+        b = owner.set_budget(who, args.asset, args.epsilon, args.delta)
+        print(f"{who or 'total'} on {args.asset}: epsilon limit {b['epsilon_limit']:g}, "
+              f"spent {b['epsilon_spent']:g}, remaining {b['epsilon_remaining']:g}")
+        return 0
+    rows = owner.budget()
+    if not rows:
+        print("no DP assets recorded (start the worker once with [assets.NAME.dp] declared)")
+    print(f"{'asset':<14}{'scientist':<20}{'eps spent':>10}{'eps limit':>10}{'eps left':>10}"
+          f"{'delta spent':>12}{'delta limit':>12}")
+    for r in rows:
+        print(f"{r['asset']:<14}{r['scientist'] or '(total)':<20}{r['epsilon_spent']:>10.4g}"
+              f"{r['epsilon_limit']:>10.4g}{r['epsilon_remaining']:>10.4g}"
+              f"{r['delta_spent']:>12.3g}{r['delta_limit']:>12.3g}")
+    return 0
+
+
 def run_audit(args: argparse.Namespace) -> int:
     from .owner_api import Owner
 
@@ -209,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo_main(Path(args.datasets) if args.datasets else None, args.workers)
         if args.command == "audit":
             return run_audit(args)
+        if args.command == "budget":
+            return run_budget(args)
     except (SyftError, KeyError, ValueError) as exc:
         msg = exc.message if isinstance(exc, SyftError) else str(exc).strip("'\"")
         print(f"syftlab: error: {msg}", file=sys.stderr)

@@ -141,6 +141,56 @@ class ColumnSpec:
 
 
 @dataclass
+class DPSpec:
+    """An asset's differential-privacy declaration (the ``[assets.NAME.dp]`` table).
+
+    Everything here is public. Budgets are in ε (and δ) under basic composition,
+    see :mod:`kernel_bridge.owner.ledger`.
+
+    Attributes
+    ----------
+    privacy_unit : str
+        ``"row"`` (each row is one person) or the name of an id column.
+    max_rows_per_id : int
+        With an id column: rows per person kept (the rest are dropped before a query).
+    max_rows : int
+        A public upper bound on the number of rows (OpenDP needs one for sums).
+    epsilon_per_scientist, delta_per_scientist : float
+        Each scientist's default allowance on this asset.
+    epsilon_total, delta_total : float
+        The allowance of all scientists together.
+    """
+
+    privacy_unit: str = "row"
+    max_rows_per_id: int = 1
+    max_rows: int = 100_000_000
+    epsilon_per_scientist: float = 1.0
+    delta_per_scientist: float = 0.0
+    epsilon_total: float = 10.0
+    delta_total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.privacy_unit, str) or not self.privacy_unit:
+            raise _fail("privacy_unit", "expected \"row\" or the name of an id column")
+        for key in ("max_rows_per_id", "max_rows"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
+                raise _fail(key, "must be a positive integer")
+        for key in ("epsilon_per_scientist", "epsilon_total", "delta_per_scientist",
+                    "delta_total"):
+            v = getattr(self, key)
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
+                raise _fail(key, "must be a finite number >= 0")
+        for key in ("delta_per_scientist", "delta_total"):
+            if getattr(self, key) >= 1:
+                raise _fail(key, "a delta must be below 1")
+
+    @property
+    def id_column(self) -> str | None:
+        """The id column of the privacy unit, or None when a row is one person."""
+        return None if self.privacy_unit == "row" else self.privacy_unit
+
+
+@dataclass
 class AssetSpec:
     """One dataset the worker serves: its private file, its mock, what scientists may see.
 
@@ -156,6 +206,7 @@ class AssetSpec:
     show_row_count: bool = False
     show_shape: bool = True
     mock_rows: int = 100
+    dp: DPSpec | None = None
 
     def __post_init__(self) -> None:
         validate_asset_name(self.name)
@@ -178,6 +229,11 @@ class AssetSpec:
             raise _fail("columns", "column names must be unique")
         if self.columns and kind != "DataFrame":
             raise _fail("columns", f"columns apply to tables (.csv, .parquet), not {kind}")
+        if self.dp is not None:
+            if kind != "DataFrame" or not self.columns:
+                raise _fail("dp", "DP queries need a table (.csv, .parquet) with declared columns")
+            if self.dp.id_column is not None and self.dp.id_column not in names:
+                raise _fail("dp.privacy_unit", f"{self.dp.id_column!r} is not a declared column")
         if self.mock is None:
             # No private data may go into a mock, so without a file we need full declarations.
             if not self.columns:
@@ -497,7 +553,16 @@ _ASSET_KEYS: dict[str, _Key] = {
     "show_shape": _Key("show_shape", _as_bool),
     "mock_rows": _Key("mock_rows", _as_int),
 }
-_ASSET_TABLES = frozenset({"columns"})  # sub-tables parsed on their own
+_ASSET_TABLES = frozenset({"columns", "dp"})  # sub-tables parsed on their own
+_DP_KEYS: dict[str, _Key] = {
+    "privacy_unit": _Key("privacy_unit", _as_str),
+    "max_rows_per_id": _Key("max_rows_per_id", _as_int),
+    "max_rows": _Key("max_rows", _as_int),
+    "epsilon_per_scientist": _Key("epsilon_per_scientist", _as_number),
+    "delta_per_scientist": _Key("delta_per_scientist", _as_number),
+    "epsilon_total": _Key("epsilon_total", _as_number),
+    "delta_total": _Key("delta_total", _as_number),
+}
 _COLUMN_KEYS: dict[str, _Key] = {
     "type": _Key("kind", _as_str),
     "lower": _Key("lower", _as_number),
@@ -588,6 +653,11 @@ def _parse_asset(name: str, raw: Any, base: Path) -> AssetSpec:
             raise _fail(f"{col_where}.type", f"missing (one of {', '.join(COLUMN_KINDS)})")
         with _within(where):
             columns.append(ColumnSpec(name=col_name, **col_kwargs))
+    if "dp" in table:
+        dp_where = f"{where}.dp"
+        dp_kwargs = _convert(_table(table["dp"], dp_where), _DP_KEYS, dp_where, base)
+        with _within(dp_where):
+            kwargs["dp"] = DPSpec(**dp_kwargs)
     with _within(where):
         spec = AssetSpec(name=name, columns=columns, **kwargs)
         _check_files(spec)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..wire import codec
+from .ledger import Ledger
 from .store import RequestRow, Store
 
 
@@ -71,6 +72,7 @@ class Owner:
 
     def __init__(self, state: str | Path) -> None:
         self.store = Store(state)
+        self._ledger: Ledger | None = None
 
     def __repr__(self) -> str:
         return f"Owner({str(self.store.dir)!r})"
@@ -116,6 +118,30 @@ class Owner:
 
     def tokens(self) -> list[dict[str, Any]]:
         return self.store.tokens()
+
+    # privacy budgets
+    @property
+    def ledger(self) -> Ledger:
+        """The DP ledger (budgets and spends) in this state directory."""
+        if self._ledger is None:
+            self._ledger = Ledger(self.store)
+        return self._ledger
+
+    def budget(self) -> list[dict[str, Any]]:
+        """Every DP budget: per asset its total (``scientist`` None) and each scientist's.
+
+        Rows hold ``scientist``, ``asset``, ``epsilon_spent``, ``epsilon_limit``,
+        ``epsilon_remaining``, ``delta_spent`` and ``delta_limit``.
+        """
+        return self.ledger.rows()
+
+    def set_budget(self, scientist: str | None, asset: str, epsilon: float,
+                   delta: float | None = None) -> dict[str, Any]:
+        """Set ``scientist``'s ε (and δ) allowance on ``asset`` (None: the asset's total).
+
+        Takes effect at once, also on a running worker; recorded in the audit log.
+        """
+        return self.ledger.set_budget(scientist, asset, epsilon, delta)
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest ``limit`` audit entries, oldest first."""

@@ -43,6 +43,7 @@ from ..wire.refs import PointerRef
 from . import gate
 from .assets import Asset, load_assets
 from .config import WorkerConfig
+from .dp_service import DPService
 from .session import Session
 from .store import Store
 
@@ -68,6 +69,7 @@ class WorkerServer:
         self.store = Store(config.state)
         self.assets: dict[str, Asset] = load_assets(config)
         self.sessions: dict[str, Session] = {}
+        self.dp = DPService(self.store, self.assets)
         self.sandboxed = config.sandbox != "none"
         self._hide = [self.store.dir] + [a.spec.path for a in self.assets.values()]
         self.bulk: BulkServer | None = None
@@ -92,6 +94,8 @@ class WorkerServer:
             "restart": self.op_restart,
             "upload_ticket": self.op_upload_ticket,
             "ping": self.op_ping,
+            "dp_query": self.dp.op_dp_query,
+            "budget": self.dp.op_budget,
         }
         self._uploads: dict[bytes, asyncio.Future[Any]] = {}
 

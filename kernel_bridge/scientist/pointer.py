@@ -13,6 +13,7 @@ from ..errors import ApprovalRequired
 from ..wire.refs import PointerRef
 
 if TYPE_CHECKING:
+    from .dp import DP
     from .request import Request
     from .worker import Worker
 
@@ -108,6 +109,13 @@ class Pointer:
             bits.append("MOCK")
         bits.append(f"tainted={{{', '.join(info['taint'])}}}" if info["taint"] else "clean")
         return f"<Pointer {' '.join(bits)}>"
+
+    @property
+    def dp(self) -> DP:
+        """DP queries on this asset (``ptr.dp.mean("age", epsilon=0.2)``); see :mod:`.dp`."""
+        from .dp import DP
+
+        return DP(self)
 
     # -- values ---------------------------------------------------------------
     def get(self) -> Any:

@@ -193,6 +193,11 @@ class Worker:
         """Find one of your requests again (e.g. after a reconnect)."""
         return Request(self, self._call("request_status", request=request_id)["request"])
 
+    def budget(self) -> dict[str, dict[str, Any]]:
+        """Your DP budget on each asset: ``epsilon_spent``, ``epsilon_limit``,
+        ``epsilon_remaining``, ``delta_spent``, ``delta_limit``."""
+        return dict(self._call("budget")["budget"])
+
     def ping(self) -> float:
         """Round-trip time to the worker, in seconds."""
         t = time.perf_counter()

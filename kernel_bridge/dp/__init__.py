@@ -1,0 +1,1 @@
+"""Differential privacy run by the trusted worker: query documents and OpenDP mechanisms."""

@@ -1,0 +1,177 @@
+"""DP queries from the scientist's side: ``heart.dp.mean("age", epsilon=0.2)``.
+
+Building a query sends nothing; it is a small document (aggregate, column,
+bounds, group-by column, ε) that the worker checks against the owner's
+declarations and runs with trusted code on the original asset.
+:meth:`DPQuery.accuracy` previews the error bar for free;
+:meth:`DPQuery.release` spends ε from your budget and returns a
+:class:`DPResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pointer import Pointer
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in x.items()) + "}"
+    return repr(x)
+
+
+@dataclass(frozen=True)
+class DPResult:
+    """A released DP value.
+
+    Attributes
+    ----------
+    value : float, int or dict
+        The noisy aggregate; grouped queries give ``{key: value}`` in the declared key order.
+    epsilon, delta : float
+        What this release cost.
+    mechanism : str
+        OpenDP's noise distribution(s), e.g. ``"Integer Laplace"``.
+    accuracy : float, dict or None
+        The half-width of the ``1 - alpha`` interval around ``value`` (per key for
+        grouped means; ``{"rank": ±}`` in rows of rank for quantiles).
+    alpha : float
+        Significance of ``accuracy``.
+    query : dict
+        The query as the worker ran it.
+    budget : dict
+        Your budget on the asset after this release.
+    """
+
+    value: Any
+    epsilon: float
+    delta: float
+    mechanism: str
+    accuracy: Any
+    alpha: float
+    query: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        q = self.query
+        what = q.get("aggregate", "?") + (f"({q['column']})" if q.get("column") else "()")
+        if q.get("by"):
+            what += f" by {q['by']}"
+        acc = "" if self.accuracy is None else \
+            f" ± {_fmt(self.accuracy)} ({(1 - self.alpha) * 100:g}% interval)"
+        left = self.budget.get("epsilon_remaining")
+        tail = f"; ε left {left:.4g}" if isinstance(left, float) else ""
+        return (f"<DPResult {what} = {_fmt(self.value)}{acc}; ε={self.epsilon:g}, "
+                f"δ={self.delta:g}, {self.mechanism}{tail}>")
+
+
+class DPQuery:
+    """A DP query, not yet run. ``accuracy()`` is free; ``release()`` spends ε."""
+
+    def __init__(self, pointer: Pointer, doc: dict[str, Any]) -> None:
+        self._pointer = pointer
+        self.doc = {k: v for k, v in doc.items() if v is not None}
+
+    def __repr__(self) -> str:
+        return f"<DPQuery {self.doc} on {self._pointer.worker.name}>"
+
+    def _call(self, preview: bool, alpha: float) -> dict[str, Any]:
+        return self._pointer.worker._call("dp_query", pointer=self._pointer.id, query=self.doc,
+                                          preview=preview, alpha=alpha)
+
+    def accuracy(self, alpha: float = 0.05) -> Any:
+        """The ± of the ``1 - alpha`` interval a release would have; spends nothing.
+
+        Returns
+        -------
+        float, dict or None
+            A ± in the value's units (count, sum, histogram, grouped count/sum); for
+            a mean, ``{"sum": ±, "count": ±}`` (its interval depends on the noisy
+            count, so it is given with the release); ``{"rank": ±}`` for a quantile
+            (in rows of rank around ``q * n``).
+        """
+        return self._call(True, alpha)["preview"]["accuracy"]
+
+    def release(self, alpha: float = 0.05) -> DPResult:
+        """Run the query on the worker, spending its ε (refused once the budget is spent).
+
+        Raises
+        ------
+        BudgetExhausted
+            Your (or the asset's total) budget would be exceeded; nothing was spent.
+        InvalidQuery
+            The worker refused the query; nothing was spent.
+        """
+        reply = self._call(False, alpha)
+        r = reply["result"]
+        return DPResult(value=r["value"], epsilon=r["epsilon"], delta=r["delta"],
+                        mechanism=r["mechanism"], accuracy=r["accuracy"], alpha=r["alpha"],
+                        query=r["query"], budget=reply.get("budget") or {})
+
+
+class GroupedDP:
+    """``asset.dp.group_by(col)``: count, sum and mean per declared category of ``col``."""
+
+    def __init__(self, dp: DP, by: str) -> None:
+        self._dp, self._by = dp, by
+
+    def count(self, epsilon: float) -> DPQuery:
+        return self._dp._q("count", epsilon, by=self._by)
+
+    def sum(self, column: str, epsilon: float,
+            bounds: tuple[float, float] | None = None) -> DPQuery:
+        return self._dp._q("sum", epsilon, column=column, bounds=bounds, by=self._by)
+
+    def mean(self, column: str, epsilon: float,
+             bounds: tuple[float, float] | None = None) -> DPQuery:
+        return self._dp._q("mean", epsilon, column=column, bounds=bounds, by=self._by)
+
+
+class DP:
+    """``asset.dp``: build DP queries on a registered asset.
+
+    Bounds default to the owner's declared bounds; tighter ones (inside the
+    declaration) give less noise on a sum or mean but clip values outside them.
+    """
+
+    def __init__(self, pointer: Pointer) -> None:
+        self._pointer = pointer
+
+    def _q(self, aggregate: str, epsilon: float, **fields: Any) -> DPQuery:
+        bounds = fields.get("bounds")
+        if bounds is not None:
+            fields["bounds"] = list(bounds)
+        return DPQuery(self._pointer, {"aggregate": aggregate, "epsilon": epsilon, **fields})
+
+    def count(self, epsilon: float) -> DPQuery:
+        """Number of rows."""
+        return self._q("count", epsilon)
+
+    def sum(self, column: str, epsilon: float,
+            bounds: tuple[float, float] | None = None) -> DPQuery:
+        """Sum of a numeric column, values clipped to ``bounds``."""
+        return self._q("sum", epsilon, column=column, bounds=bounds)
+
+    def mean(self, column: str, epsilon: float,
+             bounds: tuple[float, float] | None = None) -> DPQuery:
+        """Mean of a numeric column (a noisy sum over a noisy count)."""
+        return self._q("mean", epsilon, column=column, bounds=bounds)
+
+    def histogram(self, column: str, epsilon: float) -> DPQuery:
+        """Counts per declared category of ``column``."""
+        return self._q("histogram", epsilon, column=column)
+
+    def quantile(self, column: str, q: float, epsilon: float,
+                 bounds: tuple[float, float] | None = None) -> DPQuery:
+        """The ``q`` quantile, chosen among values spread over ``bounds``."""
+        return self._q("quantile", epsilon, column=column, q=q, bounds=bounds)
+
+    def group_by(self, column: str) -> GroupedDP:
+        """Group by a category column; the keys are the owner's declared categories."""
+        return GroupedDP(self, column)
