@@ -37,9 +37,12 @@ class LabServer:
         The server's root directory (notebooks, logs, settings).
     syftlab : dict
         ``Syftlab`` traits, e.g. ``{"owner_state": "/tmp/state"}``.
+    launcher : list of str, optional
+        The command in place of ``jupyter lab``.
     """
 
-    def __init__(self, root: Path, syftlab: dict[str, Any]) -> None:
+    def __init__(self, root: Path, syftlab: dict[str, Any],
+                 launcher: list[str] | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(16)
@@ -52,7 +55,8 @@ class LabServer:
         self.log = home / "lab.log"
         self.env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
                     "JUPYTER_CONFIG_DIR": str(home / "config"), "OMP_NUM_THREADS": "1"}
-        self.argv = [str(BIN / "jupyter"), "lab", "--no-browser", "--allow-root",
+        # ``launcher`` replaces ``jupyter lab`` (e.g. ``syftlab lab --owner-state DIR --``).
+        self.argv = [*(launcher or [str(BIN / "jupyter"), "lab"]), "--no-browser", "--allow-root",
                      "--ServerApp.ip=127.0.0.1", f"--port={self.port}",
                      "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
                      f"--ServerApp.root_dir={root}", f"--config={self.config}",

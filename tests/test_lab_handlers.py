@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from labserver import BIN, LabServer, free_port
 
 import kernel_bridge as kb
-from labserver import LabServer, free_port
 
 OWNER_PATHS = ["/syftlab/info", "/syftlab/requests", "/syftlab/requests/1", "/syftlab/ledger"]
 SCIENTIST_PATHS = ["/syftlab/info", "/syftlab/workers", "/syftlab/budget"]
@@ -23,8 +23,10 @@ SCIENTIST_PATHS = ["/syftlab/info", "/syftlab/workers", "/syftlab/budget"]
 
 @pytest.fixture(scope="module")
 def owner_lab(alice: kb.Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    lab = LabServer(tmp_path_factory.mktemp("owner-lab") / "root",
-                    {"owner_state": str(alice.process.state)}).start()
+    # Started the documented way: `syftlab lab --owner-state DIR -- <jupyter lab flags>`.
+    lab = LabServer(tmp_path_factory.mktemp("owner-lab") / "root", {},
+                    launcher=[str(BIN / "syftlab"), "lab", "--owner-state",
+                              str(alice.process.state), "--"]).start()
     yield lab
     lab.stop()
 
@@ -145,12 +147,19 @@ def test_reason_and_code_come_back_as_json_data(owner_lab: LabServer,
     assert hostile in body["request"]["code"]
 
 
-def test_owner_ledger_and_info(owner_lab: LabServer, owner: kb.Owner) -> None:
+def test_owner_ledger_and_info(owner_lab: LabServer, owner: kb.Owner,
+                               session: kb.Worker) -> None:
     assert owner_lab.call("GET", "/syftlab/info")[1] == {
         "side": "owner", "state": str(Path(owner.store.dir))}
+    session.asset("heart").dp.mean("age", epsilon=0.25).release()
     status, body = owner_lab.call("GET", "/syftlab/ledger")
-    assert status == 200
-    assert body["available"] == hasattr(owner, "budget")
+    assert status == 200 and body["available"]
+    rows = {(r["scientist"], r["asset"]): r for r in body["ledger"]}
+    mine = rows[(session.scientist, "heart")]
+    assert mine["epsilon_spent"] == pytest.approx(0.25)
+    assert mine["epsilon_remaining"] == pytest.approx(mine["epsilon_limit"] - 0.25)
+    assert rows[(None, "heart")]["epsilon_spent"] >= 0.25
+    assert body["ledger"] == json.loads(json.dumps(owner.budget()))
 
 
 def test_scientist_lists_workers(scientist_lab: LabServer, alice: kb.Worker) -> None:
@@ -165,6 +174,7 @@ def test_scientist_lists_workers(scientist_lab: LabServer, alice: kb.Worker) -> 
     assert "age" in [c["name"] for c in heart["schema"]["columns"]]
     assert len(heart["mock_preview"]) > 0
     assert req.id in [r["id"] for r in a["requests"]]
+    assert a["budget"]["heart"] == alice.budget()["heart"]
     assert not z["online"] and z["error"] and z["datasets"] == []
     # Nothing private rides along: the planted secret is not in the listing.
     from conftest import PLANTED_NUMBER, PLANTED_TEXT
@@ -175,7 +185,12 @@ def test_scientist_budget_and_side(scientist_lab: LabServer) -> None:
     assert scientist_lab.call("GET", "/syftlab/info")[1] == {"side": "scientist"}
     status, body = scientist_lab.call("GET", "/syftlab/budget?workers=alice,zed")
     assert status == 200 and set(body["budget"]) == {"alice", "zed"}
-    assert body["budget"]["zed"] is None
+    assert body["budget"]["zed"] is None  # offline
+    heart = body["budget"]["alice"]["heart"]
+    assert heart["epsilon_remaining"] == pytest.approx(
+        heart["epsilon_limit"] - heart["epsilon_spent"])
+    only = scientist_lab.call("GET", "/syftlab/budget?workers=alice")[1]["budget"]
+    assert set(only) == {"alice"}
     got, err = scientist_lab.call("GET", "/syftlab/requests")
     assert got == 404 and "scientist side" in err["message"]
 

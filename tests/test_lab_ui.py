@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DATASETS, ROOT
+from labserver import LabServer
 from playwright.sync_api import Page, expect, sync_playwright
 
 import kernel_bridge as kb
-from conftest import DATASETS, ROOT
-from labserver import LabServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -75,7 +75,8 @@ def browser() -> Iterator[Any]:
 def open_lab(browser: Any, lab: LabServer, path: str = "lab") -> Page:
     page = browser.new_page(viewport={"width": 1500, "height": 950})
     page.on("dialog", lambda d: d.dismiss())
-    page.goto(f"{lab.url}/{path}?token={lab.token}")
+    # ?reset: a fresh workspace, so notebooks of earlier tests are not restored beside this one.
+    page.goto(f"{lab.url}/{path}?reset&token={lab.token}")
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
     return page
 
@@ -94,6 +95,8 @@ KERNEL_IDLE = """() => {
 
 
 def wait_kernel_idle(page: Page) -> None:
+    """Focus the notebook in front (commands act on it) and wait for its kernel."""
+    notebook(page).locator(".jp-Cell").first.click()
     page.wait_for_function(KERNEL_IDLE, timeout=120_000)
 
 
@@ -153,8 +156,10 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     assert source.startswith("%%remote alice\n# heart: Cardiology outpatients")
     assert "summary = heart.describe()" in source
     # Details of a dataset: schema and mock preview, from the worker.
-    worker_box.locator(".syftlab-dataset[data-asset='heart'] summary").click(position={"x": 200, "y": 5})
-    expect(worker_box.locator(".syftlab-dataset[data-asset='heart'] .syftlab-schema")).to_contain_text("age")
+    heart = worker_box.locator(".syftlab-dataset[data-asset='heart']")
+    heart.locator("summary").click(position={"x": 200, "y": 5})
+    expect(heart.locator(".syftlab-schema")).to_contain_text("age")
+    expect(heart.locator(".syftlab-preview")).to_contain_text("patient_id")
     shot(page, "2-sidebar-details")
 
 
@@ -179,7 +184,7 @@ def test_owner_approves_and_denies_by_clicking(
     expect(card.locator(".syftlab-code")).to_contain_text(HOSTILE_CODE)
     assert card.locator("img, script, b").count() == 0
     assert opage.evaluate("window.__pwned === undefined")
-    expect(card.locator(".syftlab-code .cm-keyword, .syftlab-code .cm-comment").first).to_be_visible()
+    expect(card.locator(".syftlab-code .cm-comment").first).to_be_visible()  # highlighted
     expect(card.locator(".syftlab-snapshot")).to_contain_text(".")
     shot(opage, "3-owner-pending")
 

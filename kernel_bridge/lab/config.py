@@ -24,7 +24,7 @@ class Syftlab(Configurable):
     )
     datasets_ttl = Float(
         30.0, config=True,
-        help="Seconds a worker's dataset list is cached (it changes only when the worker restarts).",
+        help="Seconds a worker's dataset list is cached (it changes when the worker restarts).",
     )
 
     @property
