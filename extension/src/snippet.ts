@@ -4,12 +4,17 @@ import { IDataset } from './api';
 /** Python identifier check: assets are variables of that name in a remote cell. */
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** One line of comment text: a worker's strings must not add lines of code to the cell. */
+function line(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f\u2028\u2029]+/g, ' ');
+}
+
 export function snippet(worker: string, d: IDataset): string {
-  const cols = d.schema.columns?.map(c => c.name).join(', ');
+  const cols = line(d.schema.columns?.map(c => c.name).join(', ') ?? '');
   const name = IDENT.test(d.name) ? d.name : `globals()[${JSON.stringify(d.name)}]`;
   const lines = [
-    `%%remote ${worker}`,
-    `# ${d.name}: ${(d.description || d.type).replace(/\n/g, ' ')}`
+    `%%remote ${line(worker)}`,
+    `# ${line(d.name)}: ${line(d.description || d.type)}`
   ];
   if (cols) {
     lines.push(`# columns: ${cols}`);
