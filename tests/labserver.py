@@ -52,6 +52,10 @@ class LabServer:
         home.mkdir(exist_ok=True)
         self.config = home / "syftlab_config.py"
         self.config.write_text("".join(f"c.Syftlab.{k} = {v!r}\n" for k, v in syftlab.items()))
+        # No "get notified about Jupyter news?" prompt over the screenshots.
+        notes = home / "settings" / "@jupyterlab" / "apputils-extension"
+        notes.mkdir(parents=True, exist_ok=True)
+        (notes / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
         self.log = home / "lab.log"
         self.env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
                     "JUPYTER_CONFIG_DIR": str(home / "config"), "OMP_NUM_THREADS": "1"}
