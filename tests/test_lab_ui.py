@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import DATASETS, ROOT
-from labserver import LabServer
+from labserver import LabServer, free_port
 from playwright.sync_api import Page, expect, sync_playwright
 
 import kernel_bridge as kb
@@ -51,7 +51,8 @@ def labs(worker: kb.Worker, tmp_path_factory: pytest.TempPathFactory
     sci_root.mkdir()
     for nb in FILES.glob("lab_*.ipynb"):
         shutil.copy(nb, sci_root / nb.name)
-    conns = [{"name": "alice", "url": worker.process.url, "token": worker.token}]  # type: ignore[attr-defined]
+    conns = [{"name": "alice", "url": worker.process.url, "token": worker.token},  # type: ignore[attr-defined]
+             {"name": "zed", "url": f"ws://127.0.0.1:{free_port()}", "token": "syft_none"}]
     (sci_root / "connections.json").write_text(json.dumps(conns))
     sci = LabServer(sci_root, {"connections_file": str(sci_root / "connections.json")})
     own = LabServer(base / "owner", {"owner_state": str(worker.process.state)})
@@ -139,6 +140,10 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     worker_box = side.locator(".syftlab-worker[data-worker='alice']")
     expect(worker_box.locator(".syftlab-worker-state")).to_contain_text("online", timeout=60_000)
     expect(worker_box.locator(".syftlab-dataset[data-asset='heart']")).to_be_visible()
+    # A worker that is not running is listed as offline (no datasets).
+    zed = side.locator(".syftlab-worker[data-worker='zed']")
+    expect(zed.locator(".syftlab-worker-state")).to_have_text("offline")
+    expect(zed.locator(".syftlab-dataset")).to_have_count(0)
     expect(worker_box.locator(".syftlab-dataset[data-asset='ecg']")).to_be_visible()
     expect(worker_box.locator(".syftlab-dataset[data-asset='heart']")).to_contain_text(
         "Cardiology outpatients")
