@@ -4,16 +4,31 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 1
+# jlpm (yarn) fetches from the registry npm is configured with, not yarn's own default.
+NPM_REGISTRY := $(patsubst %/,%,$(shell npm config get registry 2>/dev/null))
+ifneq ($(NPM_REGISTRY),)
+export YARN_NPM_REGISTRY_SERVER ?= $(NPM_REGISTRY)
+endif
 
-.PHONY: demo test bench lint sandbox chromium clean
+.PHONY: demo test bench lint sandbox browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json yarn.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: a CPU wheel lies on local disk; a bare range would fetch CUDA builds.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# The JupyterLab extension (built by the install above): link, don't copy, so rebuilds show.
+	rm -rf $(VENV)/share/jupyter/labextensions/syftlab
+	ln -s $(CURDIR)/kernel_bridge/lab/labextension $(VENV)/share/jupyter/labextensions/syftlab
 	touch $(STAMP)
+
+# Rebuild the extension when its sources change (a fresh clone builds it in the install above).
+LABEXT := kernel_bridge/lab/labextension/package.json
+$(LABEXT): package.json tsconfig.json yarn.lock $(wildcard extension/src/*.ts style/* schema/*) | $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install
+	PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build:prod
+	touch $(LABEXT)
 
 # Kernels run inside bubblewrap; install it where we can (CI and these machines run as root).
 sandbox:
@@ -24,9 +39,9 @@ sandbox:
 	    echo "bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)"; exit 1; \
 	  fi; }
 
-# The widget browser tests drive Debian's Chromium through Playwright (no browser downloads).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# UI tests (widgets, JupyterLab) drive Debian's Chromium with Playwright (no browser downloads).
+browser:
+	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
 	  else \
@@ -34,10 +49,10 @@ chromium:
 	  fi; }
 
 # DEMO_ARGS="--execute" runs the start-here notebook headless instead of opening JupyterLab.
-demo: $(STAMP) sandbox
+demo: $(STAMP) $(LABEXT) sandbox
 	$(BIN)/syftlab demo $(DEMO_ARGS)
 
-test: $(STAMP) sandbox chromium
+test: $(STAMP) $(LABEXT) sandbox browser
 	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets
 	$(BIN)/python -m pytest -q
 
@@ -49,4 +64,4 @@ lint: $(STAMP)
 	$(BIN)/mypy kernel_bridge syft_widgets
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules lib kernel_bridge/lab/labextension tsconfig.tsbuildinfo .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -115,3 +115,12 @@ def fresh_worker(tmp_path: Path, secret_files: tuple[Path, Path]
             pass
         if w.process is not None:
             w.process.kill()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Expose each phase's report as ``item.rep_<phase>`` (UI tests screenshot failures)."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep

@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--delta", type=float)
     bt.add_argument("--state", default=argparse.SUPPRESS)
 
+    lab = sub.add_parser("lab", help="JupyterLab with the syftlab panel: the owner's approvals "
+                         "(--owner-state) or a scientist's remote-data sidebar (--connections)")
+    side = lab.add_mutually_exclusive_group(required=True)
+    side.add_argument("--owner-state", help="the worker's state directory (approval panel)")
+    side.add_argument("--connections", help="JSON list of {name, url, token} (sidebar)")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                     help="passed on to `jupyter lab` (e.g. --port 8889 --no-browser)")
+
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
     _state_arg(a)
@@ -241,6 +249,21 @@ def run_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_lab(args: argparse.Namespace) -> int:
+    """Replace this process with ``jupyter lab`` configured for one side (``c.Syftlab``)."""
+    import os
+    from pathlib import Path
+
+    if args.owner_state:
+        flag = f"--Syftlab.owner_state={Path(args.owner_state).resolve()}"
+    else:
+        flag = f"--Syftlab.connections_file={Path(args.connections).resolve()}"
+    extra = [a for a in args.jupyter_args if a != "--"]
+    argv = [sys.executable, "-m", "jupyterlab", flag, *extra]
+    os.execv(sys.executable, argv)
+    return 0  # pragma: no cover - execv does not return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -270,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_audit(args)
         if args.command == "budget":
             return run_budget(args)
+        if args.command == "lab":
+            return run_lab(args)
     except (SyftError, KeyError, ValueError) as exc:
         msg = exc.message if isinstance(exc, SyftError) else str(exc).strip("'\"")
         print(f"syftlab: error: {msg}", file=sys.stderr)

@@ -1,0 +1,174 @@
+"""The scientist's side: what the "Remote data" sidebar shows about each worker.
+
+Every worker in the connections file gets one cached :class:`Worker` handle
+(its own session, under the scientist's token). All calls here block; the
+handlers run them in a thread pool so tornado's loop never waits on a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SyftError
+from ..scientist.worker import Worker, connect
+
+
+class ConnectionsError(ValueError):
+    """The connections file is missing, unreadable or malformed."""
+
+
+@dataclass
+class Connection:
+    """One worker entry of the connections file."""
+
+    name: str
+    url: str
+    token: str
+
+
+def read_connections(path: str | Path) -> list[Connection]:
+    """Parse a connections file: a list of ``{name, url, token}`` or ``{name: {url, token}}``."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConnectionsError(f"cannot read connections file {path}: {exc}") from None
+    items = ([{"name": k, **v} for k, v in raw.items() if isinstance(v, dict)]
+             if isinstance(raw, dict) else raw)
+    out = []
+    if not isinstance(items, list):
+        raise ConnectionsError(f"{path}: expected a list of {{name, url, token}}")
+    for it in items:
+        if not (isinstance(it, dict) and all(isinstance(it.get(k), str)
+                                             for k in ("name", "url", "token"))):
+            raise ConnectionsError(f"{path}: every entry needs string name, url and token")
+        out.append(Connection(it["name"], it["url"], it["token"]))
+    return out
+
+
+@dataclass
+class _Slot:
+    conn: Connection
+    worker: Worker | None = None
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    datasets_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ScientistSide:
+    """Live views of the scientist's workers.
+
+    Parameters
+    ----------
+    connections_file : str
+        Path of the JSON connections file (re-read when it changes).
+    datasets_ttl : float
+        Seconds to cache each worker's dataset list.
+    """
+
+    side = "scientist"
+
+    def __init__(self, connections_file: str, datasets_ttl: float = 30.0) -> None:
+        self.connections_file = connections_file
+        self.datasets_ttl = datasets_ttl
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="syftlab-lab")
+        self._slots: dict[str, _Slot] = {}
+        self._mtime: float | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for slot in self._slots.values():
+            self._drop(slot)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- connections --------------------------------------------------------------
+    def _reload(self) -> list[_Slot]:
+        with self._lock:
+            if not self.connections_file:
+                return []
+            path = Path(self.connections_file)
+            mtime = path.stat().st_mtime if path.exists() else None
+            if mtime != self._mtime:
+                conns = read_connections(path) if mtime is not None else []
+                fresh: dict[str, _Slot] = {}
+                for c in conns:
+                    old = self._slots.pop(c.name, None)
+                    if old is not None and (old.conn.url, old.conn.token) == (c.url, c.token):
+                        fresh[c.name] = old
+                    else:
+                        if old is not None:
+                            self._drop(old)
+                        fresh[c.name] = _Slot(c)
+                for old in self._slots.values():
+                    self._drop(old)
+                self._slots, self._mtime = fresh, mtime
+            return list(self._slots.values())
+
+    @staticmethod
+    def _drop(slot: _Slot) -> None:
+        w, slot.worker = slot.worker, None
+        if w is not None:
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+
+    def _worker(self, slot: _Slot) -> Worker:
+        if slot.worker is None or not slot.worker.connected:
+            self._drop(slot)
+            slot.worker = connect(slot.conn.url, slot.conn.token, name=slot.conn.name)
+            slot.datasets_at = 0.0
+        return slot.worker
+
+    # -- views --------------------------------------------------------------------
+    def _status(self, slot: _Slot) -> dict[str, Any]:
+        c = slot.conn
+        out: dict[str, Any] = {"name": c.name, "url": c.url, "online": False,
+                               "latency_ms": None, "datasets": slot.datasets, "requests": [],
+                               "budget": None, "error": None}
+        with slot.lock:
+            try:
+                w = self._worker(slot)
+                out["latency_ms"] = round(w.ping() * 1000, 2)
+                if time.monotonic() - slot.datasets_at > self.datasets_ttl:
+                    slot.datasets = [dict(d) for d in w.datasets]
+                    slot.datasets_at = time.monotonic()
+                out["datasets"] = slot.datasets
+                out["requests"] = [r._info for r in w.requests()]
+                out["budget"] = budget_of(w)
+                out["online"] = True
+            except (OSError, SyftError, TimeoutError) as exc:
+                self._drop(slot)
+                out["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return out
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker: online, latency, datasets, the scientist's requests, budget."""
+        slots = self._reload()
+        return list(self.pool.map(self._status, slots))
+
+    def budget(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Remaining ε per worker and asset, for ``names`` (all workers when None)."""
+        slots = [s for s in self._reload() if names is None or s.conn.name in names]
+
+        def one(slot: _Slot) -> tuple[str, dict[str, Any] | None]:
+            with slot.lock:
+                try:
+                    return slot.conn.name, budget_of(self._worker(slot))
+                except (OSError, SyftError, TimeoutError):
+                    self._drop(slot)
+                    return slot.conn.name, None
+        return dict(self.pool.map(one, slots))
+
+
+def budget_of(worker: Worker) -> dict[str, Any] | None:
+    """``Worker.budget()`` (per asset ε spent/limit/remaining), or None before DP exists."""
+    fn = getattr(worker, "budget", None)
+    if fn is None:
+        return None
+    return {str(k): dict(v) for k, v in fn().items()}
