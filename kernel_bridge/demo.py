@@ -94,13 +94,15 @@ class Lab:
     """JupyterLab on 127.0.0.1 in its own process group (Ctrl-C reaches the demo only)."""
 
     def __init__(self, notebooks: Path, root: Path, env: dict[str, str],
-                 port: int = 8888) -> None:
+                 port: int = 8888, side: list[str] | None = None, log_name: str = "lab.log"
+                 ) -> None:
         self.token = secrets.token_hex(24)
         self.port = port if port and port_free(port) else free_port()
-        self.log_path = root / "lab.log"
+        self.log_path = root / log_name
         argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
                 "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-                f"--ServerApp.root_dir={notebooks}", f"--IdentityProvider.token={self.token}"]
+                f"--ServerApp.root_dir={notebooks}", f"--IdentityProvider.token={self.token}",
+                *(side or [])]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, **env}, start_new_session=True)
@@ -182,6 +184,7 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
                                         for proc, cfg, _ in workers}}
     (root / "demo.json").write_text(json.dumps(info, indent=2))
     lab_proc: Lab | None = None
+    owner_proc: Lab | None = None
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -206,11 +209,25 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
             from .notebook_runner import kernel_env, kernelspec_dir
 
             env = kernel_env(kernelspec_dir(root / ".jupyter-kernels"), conn_file)
-            lab_proc = Lab(notebooks, root, env, port=lab_port)
+            # The scientist's Lab: the "Remote data" sidebar reads the connection file.
+            lab_proc = Lab(notebooks, root, env, port=lab_port,
+                           side=[f"--Syftlab.connections_file={conn_file}"])
             info["lab"] = {"pid": lab_proc.proc.pid, "url": lab_proc.url}
+            # The first worker's owner gets a Lab of their own: the "Approvals" panel.
+            owner_cfg = workers[0][1]
+            owner_proc = Lab(notebooks, root, env, port=lab_port + 1 if lab_port else 0,
+                             side=[f"--Syftlab.owner_state={owner_cfg.state}"],
+                             log_name=f"lab-owner-{owner_cfg.name}.log")
+            info["owner_lab"] = {"pid": owner_proc.proc.pid, "url": owner_proc.url,
+                                 "worker": owner_cfg.name}
             (root / "demo.json").write_text(json.dumps(info, indent=2))
             lab_proc.wait_ready()
-            print(f"\nJupyterLab: {lab_proc.url}\n  (open notebooks/start_here.ipynb)",
+            owner_proc.wait_ready()
+            print(f"\nJupyterLab (data scientist): {lab_proc.url}\n"
+                  "  (open notebooks/start_here.ipynb; the Remote data sidebar lists the workers)",
+                  flush=True)
+            print(f"JupyterLab (data owner {owner_cfg.name}): {owner_proc.url}\n"
+                  "  (the Approvals panel: pending requests, history, privacy budget)",
                   flush=True)
         (root / "demo.json").write_text(json.dumps(info | {"ready": True}, indent=2))
         signal.signal(signal.SIGINT, on_signal)
@@ -220,14 +237,16 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
                 if proc.proc is not None and proc.proc.poll() is not None:
                     print(f"worker {cfg.name} exited; see {proc.log_path}", file=sys.stderr)
                     stop = True
-            if lab_proc is not None and lab_proc.proc.poll() is not None:
-                print(f"JupyterLab exited; see {lab_proc.log_path}", file=sys.stderr)
-                stop = True
+            for lp in (lab_proc, owner_proc):
+                if lp is not None and lp.proc.poll() is not None:
+                    print(f"JupyterLab exited; see {lp.log_path}", file=sys.stderr)
+                    stop = True
             time.sleep(0.2)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
-        if lab_proc is not None:
-            lab_proc.stop()
+        for lp in (lab_proc, owner_proc):
+            if lp is not None:
+                lp.stop()
         for proc, _, _ in workers:
             proc.stop()
         print("demo stopped", flush=True)

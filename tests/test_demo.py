@@ -101,7 +101,13 @@ def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Pat
             specs = json.loads(r.read())
         # Lab's notebooks run on the Python that has kernel_bridge installed.
         assert specs["kernelspecs"]["python3"]["spec"]["argv"][0] == sys.executable
-        pids = [info["lab"]["pid"], *info["workers"].values()]
+        # The owner's Lab serves alice's approvals; the scientist's lists both workers.
+        obase, otoken = info["owner_lab"]["url"].split("/lab?token=")
+        with urllib.request.urlopen(f"{obase}/syftlab/info?token={otoken}", timeout=10) as r:
+            assert json.loads(r.read())["side"] == "owner"
+        with urllib.request.urlopen(f"{base}/syftlab/info?token={token}", timeout=10) as r:
+            assert json.loads(r.read())["side"] == "scientist"
+        pids = [info["lab"]["pid"], info["owner_lab"]["pid"], *info["workers"].values()]
         assert all(alive(p) for p in pids)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         proc.wait(60)
@@ -110,9 +116,11 @@ def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Pat
             time.sleep(0.2)
         assert not any(alive(p) for p in pids)
         assert not any(port_open(c["url"]) for c in conn.values())
-        assert not port_open(base)
+        assert not port_open(base) and not port_open(obase)
         text = (tmp_path / "demo.out").read_text()
-        assert "JupyterLab: http://127.0.0.1:" in text and "demo stopped" in text
+        assert "JupyterLab (data scientist): http://127.0.0.1:" in text
+        assert "JupyterLab (data owner alice): http://127.0.0.1:" in text
+        assert "demo stopped" in text
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from traitlets import Float, Unicode
+import os
+
+from traitlets import Float, Unicode, default
 from traitlets.config import Configurable
 
 
@@ -20,8 +22,13 @@ class Syftlab(Configurable):
     )
     connections_file = Unicode(
         "", config=True,
-        help="JSON list of {name, url, token}: the workers a scientist's sidebar shows.",
+        help="JSON list of {name, url, token}: the workers a scientist's sidebar shows "
+             "(default: $SYFTLAB_CONNECTIONS, which the demo and binder/start export).",
     )
+
+    @default("connections_file")
+    def _connections_default(self) -> str:
+        return os.environ.get("SYFTLAB_CONNECTIONS", "")
     datasets_ttl = Float(
         30.0, config=True,
         help="Seconds a worker's dataset list is cached (it changes when the worker restarts).",
