@@ -202,7 +202,7 @@ def test_interrupt_stops_a_while_true_cell_and_keeps_variables(shell: Interactiv
     after_signal = time.monotonic() - t0 - 1.0
     timer.join()
     assert isinstance(res.error_in_exec, Interrupted)
-    assert after_signal < 3.0, f"the cell went on {after_signal:.1f}s after Ctrl-C"
+    assert after_signal < 2.0, f"the cell went on {after_signal:.1f}s after Ctrl-C"
     assert "alice · interrupted" in seen(cap, res)
     res, _ = run(shell, "%%remote alice\nkept2 = kept + 1\n")
     assert res.result.ok and res.result.names[0]["name"] == "kept2"
@@ -322,7 +322,7 @@ def test_notebook_stop_button_interrupts_the_remote_cell(
         stopped_after = time.monotonic() - t0
         assert reply["content"]["status"] == "error"
         assert reply["content"]["ename"] == "Interrupted"
-        assert stopped_after < 3.0, f"stopped {stopped_after:.1f}s after the interrupt"
+        assert stopped_after < 2.0, f"stopped {stopped_after:.1f}s after the interrupt"
         # ipykernel aborts requests that arrive right after an error (Run All stops there);
         # a user clicks again later, so does this test.
         for _ in range(10):
