@@ -1,11 +1,10 @@
 // The owner's "Approvals" panel: pending requests to decide, history, budget ledger.
-import { Widget } from '@lumino/widgets';
 
 import { api, ILedgerRow, IOwnerRequest, post } from './api';
 import { clear, el, table } from './dom';
 import { highlight } from './highlight';
+import { PollingWidget } from './polling';
 
-const REFRESH_MS = 2000;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 const IMAGE_MIMES = ['image/png', 'image/jpeg'];
 type Tab = 'pending' | 'history' | 'budget';
@@ -55,7 +54,7 @@ export function renderPreview(p: any): HTMLElement {
   return box;
 }
 
-export class ApprovalsPanel extends Widget {
+export class ApprovalsPanel extends PollingWidget {
   constructor() {
     super();
     this.id = 'syftlab-approvals';
@@ -75,16 +74,6 @@ export class ApprovalsPanel extends Widget {
     this.budget = el('div', 'syftlab-pane syftlab-budget');
     this.node.append(tabs, this.status, this.pending, this.history, this.budget);
     this.showTab('pending');
-  }
-
-  start(): void {
-    void this.refresh();
-    this.timer = window.setInterval(() => void this.refresh(), REFRESH_MS);
-  }
-
-  dispose(): void {
-    window.clearInterval(this.timer);
-    super.dispose();
   }
 
   showTab(tab: Tab): void {
@@ -230,6 +219,5 @@ export class ApprovalsPanel extends Widget {
   private pending: HTMLDivElement;
   private history: HTMLDivElement;
   private budget: HTMLDivElement;
-  private timer = 0;
   private busy = false;
 }

@@ -1,11 +1,9 @@
 // Status-bar item: the remaining ε on the workers the current notebook uses.
 import { INotebookTracker } from '@jupyterlab/notebook';
-import { Widget } from '@lumino/widgets';
 
 import { api, Budget } from './api';
 import { fmt } from './dom';
-
-const REFRESH_MS = 2000;
+import { PollingWidget } from './polling';
 
 /** Worker names a notebook mentions: `%%remote a b`, `name="a"` or a bare word `a`. */
 export function workersIn(sources: string[], known: string[]): string[] {
@@ -13,22 +11,12 @@ export function workersIn(sources: string[], known: string[]): string[] {
   return known.filter(n => new RegExp(`(^|[^A-Za-z0-9_])${n.replace(/[^A-Za-z0-9_-]/g, '')}($|[^A-Za-z0-9_])`).test(text));
 }
 
-export class BudgetStatus extends Widget {
+export class BudgetStatus extends PollingWidget {
   constructor(private tracker: INotebookTracker) {
     super();
     this.addClass('syftlab-status-budget');
     this.addClass('jp-StatusBar-TextItem');
     this.node.textContent = 'ε n/a';
-  }
-
-  start(): void {
-    void this.refresh();
-    this.timer = window.setInterval(() => void this.refresh(), REFRESH_MS);
-  }
-
-  dispose(): void {
-    window.clearInterval(this.timer);
-    super.dispose();
   }
 
   async refresh(): Promise<void> {
@@ -68,5 +56,4 @@ export class BudgetStatus extends Widget {
     }
   }
 
-  private timer = 0;
 }

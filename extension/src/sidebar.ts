@@ -1,13 +1,11 @@
 // The scientist's "Remote data" sidebar: workers, their datasets, the scientist's requests.
-import { Widget } from '@lumino/widgets';
 
 import { api, IDataset, IWorker } from './api';
 import { clear, el, fmt, table } from './dom';
+import { PollingWidget } from './polling';
 
 /** Refresh period of the sidebar (ms): the issue asks for ≤ 2 s. */
-export const REFRESH_MS = 2000;
-
-export class RemoteDataSidebar extends Widget {
+export class RemoteDataSidebar extends PollingWidget {
   constructor(private insert: (worker: string, d: IDataset) => boolean) {
     super();
     this.addClass('syftlab-sidebar');
@@ -17,16 +15,6 @@ export class RemoteDataSidebar extends Widget {
     this.status = el('div', 'syftlab-note', 'Connecting…');
     this.node.appendChild(this.status);
     this.node.appendChild(this.body);
-  }
-
-  start(): void {
-    void this.refresh();
-    this.timer = window.setInterval(() => void this.refresh(), REFRESH_MS);
-  }
-
-  dispose(): void {
-    window.clearInterval(this.timer);
-    super.dispose();
   }
 
   async refresh(): Promise<void> {
@@ -149,6 +137,5 @@ export class RemoteDataSidebar extends Widget {
 
   private body: HTMLDivElement;
   private status: HTMLDivElement;
-  private timer = 0;
   private busy = false;
 }
