@@ -80,17 +80,19 @@ def test_cell_receipt_and_vars(session: kb.Worker) -> None:
     r = session.run("s = heart.groupby('sex').age.mean()\nprint(s)")
     assert isinstance(r, kb.Receipt)
     assert r.ok and r.error_type is None
-    assert r.names == [{"name": "s", "type": "pandas.Series", "change": "created"}]
+    # Names as parsed from the source: not whether they exist, not their types.
+    assert r.names == [{"name": "s", "change": "assigned"}]
     assert len(r.held) == 1
     text = repr(r)
-    assert "ok" in text and "created s (Series)" in text and "1 output held" in text
+    assert "ok" in text and "assigned s" in text and "1 output held" in text
+    assert "Series" not in text
     assert "<div" in r._repr_html_()
     s = session.vars["s"]
     assert s.type_name == "pandas.Series" and s.taint == {"heart"}
     with pytest.raises(kb.ApprovalRequired):
         s.get()
     again = session.run("s = s * 2")
-    assert again.names == [{"name": "s", "type": "pandas.Series", "change": "changed"}]
+    assert again.names == [{"name": "s", "change": "assigned"}]
     assert r["s"].taint == {"heart"}  # a receipt hands out pointers to what it made
 
 
@@ -115,28 +117,39 @@ def test_mock_run_returns_outputs_in_full(session: kb.Worker) -> None:
     assert session.mock_vars["heart"].get().shape == (50, 10)  # mock values are free
 
 
-def test_cell_taints_what_was_clean(session: kb.Worker) -> None:
+def test_private_kernel_taints_all_it_holds_clean_values_stay_clean(
+        session: kb.Worker) -> None:
+    early = session.run("x = 1")  # a private cell before any asset: nothing private yet
+    assert early.ok and session.vars["x"].get() == 1
     clean = session.send(torch.arange(3.0))
+    session.asset("secret")  # private data is now in the private kernel
+    assert session.run("y = 2").ok
+    # Everything in the private kernel is tainted now, even what was made before.
+    for name in ("x", "y"):
+        with pytest.raises(kb.ApprovalRequired):
+            session.vars[name].get()
+    # Sent values live in the clean kernel, which never receives private data.
     assert torch.equal(clean.get(), torch.arange(3.0))
-    session.asset("secret")  # private data is now in the kernel
-    r = session.run("x = 1")
-    assert r.ok
-    assert clean.taint == frozenset()  # the cached info is from before the cell...
-    fresh = clean + 0  # ...but the worker, which keeps the taint records, knows better
-    assert "secret" in fresh.taint
+    assert torch.equal((clean + 1).get(), torch.arange(1.0, 4.0))
+    mixed = clean + session.asset("secret")["value"].mean()
+    assert "secret" in mixed.taint
     with pytest.raises(kb.ApprovalRequired):
-        clean.get()
-    with pytest.raises(kb.ApprovalRequired):
-        session.send(torch.zeros(1)).get()  # even new values: the kernel is not trusted now
+        mixed.get()
+    assert torch.equal(clean.get(), torch.arange(3.0))  # mixing copied it, clean stays clean
 
 
 def test_restart_clears_taint_and_objects(session: kb.Worker) -> None:
     session.asset("secret")
     session.run("y = 2")
-    old = session.send(1)
+    old = session.vars["y"]
+    assert old.taint == {"secret"}
+    kept = session.send(1)
     session.restart()
     with pytest.raises(kb.UnknownObject):
         old.get()
+    assert session.run("y = 3").ok
+    assert session.vars["y"].get() == 3  # a fresh kernel holds nothing private
+    assert kept.get() == 1  # the clean kernel was not restarted
     assert session.send(torch.ones(2)).get().sum().item() == 2.0
 
 

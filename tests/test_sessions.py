@@ -104,7 +104,8 @@ def test_sigkill_keeps_requests_and_approved_values(fresh_worker: Callable[..., 
 
 
 def test_kernel_death_is_reported_and_kernel_restarted(session: kb.Worker) -> None:
-    before = session.send(1)
+    session.run("before = 1")
+    before = session.vars["before"]
     with pytest.raises(kb.KernelDied, match="restarted"):
         session.run("import os; os._exit(1)")
     with pytest.raises(kb.UnknownObject):

@@ -86,7 +86,8 @@ def type_name(obj: Any) -> str:
     return f"{mod}.{name}" if mod else name
 
 
-def _meta(obj: Any) -> dict[str, Any]:
+def meta_of(obj: Any) -> dict[str, Any]:
+    """Type name, shape and dtype of ``obj`` (the worker also calls this on assets it loads)."""
     meta: dict[str, Any] = {"type": type_name(obj)}
     shape = getattr(obj, "shape", None)
     if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
@@ -200,14 +201,14 @@ def handle(content: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any],
         STORE[content["id"]] = value
         if content.get("bind"):
             _state["shell"].user_ns[content["bind"]] = value
-        return {"meta": _meta(value)}, []
+        return {"meta": meta_of(value)}, []
     if action == "op":
         req = codec.decode(buffers[0], buffers[1:])
         result = run_op(req)
         if req["kind"] == "setitem":
-            return {"meta": _meta(None)}, []
+            return {"meta": meta_of(None)}, []
         STORE[req["out"]] = result
-        return {"meta": _meta(result)}, []
+        return {"meta": meta_of(result)}, []
     if action == "get":
         return _value_reply(_stored(content["id"]))
     if action == "bind_var":
@@ -216,7 +217,7 @@ def handle(content: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any],
         if name not in ns or name.startswith("_"):
             raise NameError(name)
         STORE[content["id"]] = ns[name]
-        return {"meta": _meta(ns[name])}, []
+        return {"meta": meta_of(ns[name])}, []
     if action == "names":
         return {"names": names(list(content["names"]))}, []
     if action == "delete":

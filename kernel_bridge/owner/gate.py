@@ -1,19 +1,34 @@
 """The gate: what may leave a worker, decided by trusted code only.
 
 A clean value leaves on request; a tainted one only as the snapshot an owner
-approved. From a private kernel a cell yields a receipt and nothing else: its
-outputs are held. What a receipt says is bounded by what the *server* knows,
-not by what the kernel claims, because the kernel ran scientist code:
+approved (taint: :mod:`.session`). From a private kernel a cell yields a
+receipt and nothing else: its outputs are held.
 
-* names: only names the cell's source assigns (parsed here), so a cell cannot
-  invent variable names that spell out private values;
-* type names and error types: mapped onto fixed vocabularies;
-* outputs: all of a cell's outputs form one held bundle, so their count says
-  nothing either.
+The bound on what leaves a private kernel without approval
+-----------------------------------------------------------
+A kernel that ran scientist code chooses everything it reports, so each
+message out of it is counted in bits the kernel can choose. Per private cell
+(``op_run``), whatever the cell's size:
 
-What remains observable is the small, documented residue of DESIGN.md's
-table: ok/error, the error's type and line in the cell (an integer bounded by
-the cell's length), duration, which assigned names exist.
+* status: ok, error, interrupted, timeout, or the kernel died: < 3 bits;
+* error type: one of :data:`ERROR_TYPES` (~70 names): < 7 bits;
+* error line: an integer in 1..:data:`MAX_ERROR_LINE`, or none: < 11 bits;
+* held outputs: whether there were any (one bundle, never a count): 1 bit;
+* names: parsed from the source by :func:`assigned_names`, never asked of
+  the kernel (not whether they exist, not their types): 0 bits.
+
+That is under 22 bits per cell, plus its duration (below). Per pointer
+operation or variable lookup (``op_op``, ``op_var``): success or error type
+(< 7 bits) and the result's type name from the fixed vocabulary of
+:func:`~kernel_bridge.ops.allowlist.safe_type_name` (< 6 bits): under 13 bits.
+Shapes and dtypes leave only for clean values and for an asset as the worker
+loaded it (the owner's ``show_shape``/``show_row_count``). A request's digest
+and size leave only with the approved value.
+
+Timing is the one channel the gate cannot close: the scientist sees how long a
+cell takes. A cell of at most T seconds can encode about log2(T / jitter) bits
+in its duration (20 bits for 600 s at 1 ms resolution); the owner bounds T by
+the worker's ``exec_timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from .session import RemoteObject, Session
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_REPORTED_NAMES = 100
+#: Error lines past this are not reported (keeps the line under 11 bits).
+MAX_ERROR_LINE = 1024
 
 #: Exception names a receipt may report; anything else becomes "Exception".
 ERROR_TYPES = frozenset(
@@ -98,6 +115,15 @@ def check_release(session: Session, obj: RemoteObject) -> None:
         )
 
 
+def parsed_names(candidates: list[str]) -> list[dict[str, str]]:
+    """Receipt entries for a private cell: the names its source assigns, nothing more.
+
+    Whether a name ended up bound, and to what type, depends on the data; the
+    source does not.
+    """
+    return [{"name": n, "change": "assigned"} for n in candidates]
+
+
 def receipt_names(
     candidates: list[str], reported: Any, known: dict[str, str]
 ) -> list[dict[str, str]]:
@@ -160,4 +186,5 @@ def error_line(traceback: Any, execution_count: Any, code: str) -> int | None:
         for m in _CELL_FRAME_RE.finditer(_ANSI_RE.sub("", entry[:10000])):
             if int(m.group(1)) == execution_count and len(m.group(2)) <= 6:
                 found = int(m.group(2))
-    return found if found is not None and 1 <= found <= n_lines else None
+    limit = min(n_lines, MAX_ERROR_LINE)
+    return found if found is not None and 1 <= found <= limit else None

@@ -36,6 +36,7 @@ from ..errors import (
     UnknownObject,
     VersionMismatch,
 )
+from ..kernel.agent import meta_of
 from ..ops import allowlist
 from ..wire import codec, frames
 from ..wire.bulk import TICKET_TTL, BulkServer
@@ -44,7 +45,7 @@ from . import gate
 from .assets import Asset, load_assets
 from .config import WorkerConfig
 from .dp_service import DPService
-from .session import Session
+from .session import CLEAN_KERNELS, RemoteObject, Session
 from .store import Store
 
 log = logging.getLogger("syftlab.worker")
@@ -76,6 +77,9 @@ class WorkerServer:
         self._server: Any = None
         self._reaper: asyncio.Task[None] | None = None
         self._asset_frames: dict[tuple[str, str], tuple[bytes, list[Any]]] = {}
+        #: Type/shape/dtype of each private asset as the worker itself loaded it, cut to
+        #: what the owner's show_shape/show_row_count allow (never a kernel's claim).
+        self._asset_meta: dict[str, dict[str, Any]] = {}
         self.handlers: dict[str, Handler] = {
             "datasets": self.op_datasets,
             "send": self.op_send,
@@ -246,11 +250,14 @@ class WorkerServer:
     async def _dispatch(self, ws: ServerConnection, session: Session,
                         msg: dict[str, Any]) -> None:
         mid = msg.get("#")
+        # Taken before the first await, so in arrival order (see ordering.py).
+        ticket = session.order.enter(self._kernels_touched(session, msg))
         try:
             handler = self.handlers.get(msg["op"])
             if handler is None:
                 raise ProtocolError(f"unknown operation {msg['op']!r}")
-            reply = await handler(session, msg)
+            async with ticket:
+                reply = await handler(session, msg)
             reply = {"re": mid, "ok": True, **reply}
         except SyftError as exc:
             reply = {"re": mid, "error": exc.to_wire()}
@@ -259,16 +266,46 @@ class WorkerServer:
             reply = {"re": mid, "error": {
                 "type": "SyftError", "data": {},
                 "message": f"internal worker error ({type(exc).__name__})"}}
+        finally:
+            ticket.done()
         try:
             await self._send(ws, reply)
         except (CodecError, ValueError) as exc:
             await self._send(ws, {"re": mid, "error": CodecError(str(exc)).to_wire()})
 
+    def _kernels_touched(self, session: Session, msg: dict[str, Any]) -> set[str]:
+        """The kernels a message may read or change, for :class:`Sequencer` order."""
+        op = msg.get("op")
+        side = "mock" if msg.get("mock") else None
+        if op in ("run", "var", "asset"):
+            return {side or "private"}
+        if op == "send":
+            return {side or "clean"}
+        ids: list[Any] = []
+        if op in ("get", "request"):
+            ids = [msg.get("id")]
+        elif op == "delete":
+            ids = list(msg.get("ids") or [])[:10000]
+        elif op == "op":
+            refs: list[Any] = []
+            with contextlib.suppress(ProtocolError):
+                _walk_refs([msg.get("args"), msg.get("kwargs")], refs)
+            ids = [msg.get("target"), *(r.id for r in refs)]
+        else:
+            return set()
+        found = {o.kernel if not o.is_output else "private"
+                 for o in (session.objects.get(i) if isinstance(i, str) else None for i in ids)
+                 if o is not None}
+        if op == "op" and "private" in found:
+            found.add("clean")  # clean operands are copied (or moved) into the private kernel
+        return found
+
     # -- helpers ----------------------------------------------------------------
-    def _pointer(self, session: Session, obj: Any) -> dict[str, Any]:
-        show = all(self.assets[a].spec.show_shape for a in session.taint_of(obj)
-                   if a in self.assets)
-        return session.pointer_info(obj, show)
+    def _pointer(self, session: Session, obj: RemoteObject) -> dict[str, Any]:
+        declared = None
+        if obj.asset is not None and obj.kernel == "private":
+            declared = self._asset_meta.get(obj.asset)
+        return session.pointer_info(obj, declared)
 
     async def _agent(self, session: Session, kernel: str, content: dict[str, Any],
                      buffers: list[Any] | None = None, timeout: float | None = None
@@ -338,6 +375,12 @@ class WorkerServer:
         if key not in self._asset_frames:
             value = asset.private() if kernel == "private" else asset.mock()
             self._asset_frames[key] = codec.encode(value)
+            if kernel == "private":
+                self._asset_meta[name] = declared_meta(value, asset)
+        if kernel == "private":
+            # Recorded before a byte of the asset reaches the kernel: the kernel's
+            # answer (it may run a replaced agent) is never needed to know it holds it.
+            state.hold(name)
         header, buffers = self._asset_frames[key]
         content, bufs = await self._put_content(session, kernel, header, buffers)
         oid = f"asset_{name}_{kernel}_{session.host(kernel).generation}"
@@ -345,8 +388,8 @@ class WorkerServer:
         reply, _ = await self._agent(session, kernel, content, bufs)
         state.loaded.add(name)
         seq = session.record("asset", f"{name} = <asset {name!r} ({kernel})>", kernel, oid)
-        session.add_object(kernel, reply["meta"], {name} if kernel == "private" else set(),
-                           seq, oid=oid)
+        obj = session.add_object(kernel, reply["meta"], set(), seq, oid=oid)
+        obj.asset = name
 
     async def _put_content(self, session: Session, kernel: str, header: bytes,
                            buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -378,7 +421,13 @@ class WorkerServer:
         return {"ticket": ticket, "port": self.bulk.port}
 
     async def op_send(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
-        kernel = "mock" if msg.get("mock") else "private"
+        """Store a value the scientist sends; returns its (clean) pointer.
+
+        Takes ``value`` (or ``upload``, a bulk ticket) and ``mock``. The value goes
+        to the clean kernel (the mock kernel with ``mock``), never to the private
+        one, so it stays free to fetch. Releases nothing the scientist did not send.
+        """
+        kernel = "mock" if msg.get("mock") else "clean"
         if "upload" in msg:
             fut = self._uploads.pop(msg["upload"], None)
             if fut is None:
@@ -397,9 +446,7 @@ class WorkerServer:
             reply, _ = await self._agent(session, kernel, content, bufs)
             seq = session.record("send", f"{oid} = send(<{reply['meta'].get('type')}>)",
                                  kernel, oid)
-            state = session.kernels[kernel]
-            taint = set(state.holds) if state.dirty else set()
-            obj = session.add_object(kernel, reply["meta"], taint, seq, oid=oid)
+            obj = session.add_object(kernel, reply["meta"], set(), seq, oid=oid)
         return {"pointer": self._pointer(session, obj)}
 
     async def op_asset(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -414,23 +461,59 @@ class WorkerServer:
             obj = session.get(f"asset_{name}_{kernel}_{host.generation}")
         return {"pointer": self._pointer(session, obj)}
 
-    def _refs(self, session: Session, value: Any, kernel: str, found: list[Any],
-              depth: int = 0) -> None:
-        if depth > 32:
-            raise ProtocolError("arguments nest too deeply")
-        if isinstance(value, PointerRef):
-            found.append(session.get(value.id, kernel))
-        elif isinstance(value, list | tuple):
-            for v in value:
-                self._refs(session, v, kernel, found, depth + 1)
-        elif isinstance(value, dict):
-            for v in value.values():
-                self._refs(session, v, kernel, found, depth + 1)
+    async def _transfer(self, session: Session, obj: RemoteObject, dest: str,
+                        oid: str) -> dict[str, Any]:
+        """Copy ``obj``'s value from its (clean) kernel into ``dest`` under ``oid``."""
+        src = session.host(obj.kernel)
+        async with src.lock:
+            reply, bufs = await self._agent(session, obj.kernel, {"action": "get", "id": obj.id})
+            pieces, _ = self._value_frame(session, obj.kernel, reply, bufs, copy=True)
+        header, buffers = frames.unpack(memoryview(pieces[0]), limit=None)
+        host = session.host(dest)
+        async with host.lock:
+            content, bufs = await self._put_content(session, dest, bytes(header), list(buffers))
+            content.update(action="put", id=oid)
+            put, _ = await self._agent(session, dest, content, bufs)
+        meta: dict[str, Any] = put["meta"]
+        return meta
+
+    async def _bring(self, session: Session, obj: RemoteObject, dest: str,
+                     move: bool) -> str:
+        """Make a clean object usable in kernel ``dest``; returns the id to use there.
+
+        A copy gets a new id and the original stays where it is, clean. With
+        ``move`` (a receiver that an operation may mutate) the object itself
+        moves: its pointer now names the copy in ``dest``.
+        """
+        if obj.kernel not in CLEAN_KERNELS:
+            raise PermissionDenied("values of the private and the mock kernel cannot be "
+                                   "combined; use the mock's own values with mock data")
+        if not move:
+            oid = gate_new_id()
+            await self._transfer(session, obj, dest, oid)
+            session.record("copy", f"{oid} = copy({obj.id})  # into the {dest} kernel", dest, oid)
+            return oid
+        await self._transfer(session, obj, dest, obj.id)
+        src = obj.kernel
+        obj.kernel, obj.generation = dest, session.host(dest).generation
+        async with session.host(src).lock:
+            await self._agent(session, src, {"action": "delete", "ids": [obj.id]})
+        session.record("move", f"{obj.id}: moved into the {dest} kernel", dest, obj.id)
+        return obj.id
 
     async def op_op(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Run one allow-listed operation on a pointer.
+
+        Takes ``target``, ``kind`` (binop, unop, getitem, setitem, attr, method),
+        ``name``, ``args``, ``kwargs`` and ``reflected``; returns the result's
+        pointer (None for setitem). The operation runs in the kernel of its
+        operands; clean operands mixed with private ones are copied into the
+        private kernel first (a mutable receiver moves there). Releases: the
+        result's pointer metadata (:meth:`Session.pointer_info`) or, on failure,
+        an error type from a fixed vocabulary.
+        """
         kind, name = msg.get("kind"), msg.get("name")
         target = session.get(msg.get("target"))
-        kernel = target.kernel
         if target.is_output:
             raise PermissionDenied("held outputs cannot be operated on; request them instead")
         args, kwargs = list(msg.get("args") or []), dict(msg.get("kwargs") or {})
@@ -444,21 +527,36 @@ class WorkerServer:
             allowlist.check_dispatch_strings(family, str(name), [args, kwargs])
         elif kind not in ("binop", "unop", "getitem", "setitem"):
             raise ProtocolError(f"unknown operation kind {kind!r}")
-        operands: list[Any] = []
-        self._refs(session, [args, kwargs], kernel, operands)
-        taint = set(session.taint_of(target))
-        arg_taint: set[str] = set()
+        refs: list[PointerRef] = []
+        _walk_refs([args, kwargs], refs)
+        operands = [session.get(r.id) for r in refs]
         for o in operands:
             if o.is_output:
                 raise PermissionDenied("held outputs cannot be used as arguments")
             if allowlist.family_of(o.type_name) is None:
                 raise MethodNotAllowed(f"a pointer to a {o.type_name} cannot be an argument")
-            arg_taint |= session.taint_of(o)
+        kernels = {target.kernel, *(o.kernel for o in operands)}
+        if {"private", "mock"} <= kernels:
+            raise PermissionDenied("values of the private and the mock kernel cannot be "
+                                   "combined; use the mock's own values with mock data")
+        kernel = "private" if "private" in kernels else "mock" if "mock" in kernels else "clean"
+        renames: dict[str, str] = {}
+        if target.kernel != kernel:
+            renames[target.id] = await self._bring(session, target, kernel,
+                                                   move=kind in ("setitem", "method"))
+        for o in operands:
+            if o.kernel != kernel and o.id not in renames:
+                renames[o.id] = await self._bring(session, o, kernel, move=False)
+        shown = (args, kwargs)  # the lineage shows the scientist's pointers, not copies
+        if renames:
+            args, kwargs = _rename_refs(args, kwargs, renames)
+        copies = [new for old, new in renames.items() if new != old]
         host = session.host(kernel)
         async with host.lock:
             oid = gate_new_id()
-            req = {"kind": kind, "name": name, "target": target.id, "args": args,
-                   "kwargs": kwargs, "reflected": bool(msg.get("reflected")), "out": oid}
+            req = {"kind": kind, "name": name, "target": renames.get(target.id, target.id),
+                   "args": args, "kwargs": kwargs, "reflected": bool(msg.get("reflected")),
+                   "out": oid}
             header, buffers = codec.encode(req)
             try:
                 reply, _ = await self._agent(session, kernel, {"action": "op"},
@@ -468,6 +566,10 @@ class WorkerServer:
                     f"{str(name)[:128]!r} is neither in the allow-list for remote "
                     f"{target.type_name} nor one of its columns; run it in a cell "
                     "(worker.run) instead", name=str(name)[:128]) from None
+            finally:
+                if copies:
+                    with contextlib.suppress(SyftError):
+                        await self._agent(session, kernel, {"action": "delete", "ids": copies})
             made = reply.get("meta", {}).get("type")
             if kind != "setitem" and allowlist.family_of(str(made)) is None:
                 # Functions, classes, modules: a pointer to one could be called with
@@ -477,17 +579,19 @@ class WorkerServer:
                     f"{str(name)[:60]!r} on a remote {target.type_name} gave an object of a "
                     "type pointers never hold (functions, classes, modules, other objects); "
                     "use a cell (worker.run) for this")
-            # The method may have mutated its receiver with the arguments' data.
-            target.taint |= arg_taint
-            session.kernels[kernel].holds |= arg_taint
-            seq = session.record("op", describe_op(oid, target.id, kind, name, args, kwargs,
+            seq = session.record("op", describe_op(oid, target.id, kind, name, *shown,
                                                    bool(msg.get("reflected"))), kernel, oid)
             if kind == "setitem":
                 return {"pointer": None}
-            obj = session.add_object(kernel, reply["meta"], taint | arg_taint, seq, oid=oid)
+            obj = session.add_object(kernel, reply["meta"], set(), seq, oid=oid)
         return {"pointer": self._pointer(session, obj)}
 
     async def op_var(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """A pointer to a variable of the private (or mock) kernel.
+
+        Takes ``name`` and ``mock``. Releases whether the name is bound and, if
+        so, the pointer's metadata: together at most a type name per call.
+        """
         name = msg.get("name")
         kernel = "mock" if msg.get("mock") else "private"
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
@@ -504,9 +608,7 @@ class WorkerServer:
                 raise UnknownObject(f"no variable {name!r} in the {kernel} kernel",
                                     name=name) from None
             seq = session.record("var", f"{oid} = {name}", kernel, oid)
-            state = session.kernels[kernel]
-            taint = {name} if name in state.loaded and not state.dirty else set(state.holds)
-            obj = session.add_object(kernel, reply["meta"], taint, seq, oid=oid)
+            obj = session.add_object(kernel, reply["meta"], set(), seq, oid=oid)
         return {"pointer": self._pointer(session, obj)}
 
     async def op_delete(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -525,9 +627,18 @@ class WorkerServer:
         return {}
 
     async def op_get(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The value behind a pointer, if it is clean.
+
+        Takes ``id``; returns the encoded value inline (``frame``) or a bulk
+        ``download`` ticket. The release check runs under the lock of the kernel
+        that holds the value, right before it is read, after every earlier
+        message of the session on that kernel (:mod:`.ordering`): nothing can
+        taint the value between the check and the read. Tainted values raise
+        :class:`ApprovalRequired` and release nothing.
+        """
         obj = session.get(msg.get("id"))
-        gate.check_release(session, obj)
         if obj.is_output:
+            gate.check_release(session, obj)
             header, buffers = codec.encode(obj.outputs)
             out, _ = self._deliver(frames.pack(header, buffers),
                                    frames.frame_size(header, buffers))
@@ -536,6 +647,8 @@ class WorkerServer:
         await host.lock.acquire()
         done: asyncio.Future[Any] | None = None
         try:
+            obj = session.get(msg.get("id"), obj.kernel)  # still there, in this kernel
+            gate.check_release(session, obj)  # at the moment of release, under the lock
             reply, bufs = await self._agent(session, obj.kernel, {"action": "get", "id": obj.id})
             pieces, size = self._value_frame(session, obj.kernel, reply, bufs, copy=False)
             out, done = self._deliver(pieces, size)
@@ -554,6 +667,13 @@ class WorkerServer:
         return out
 
     async def op_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Ask the owner to release a value: snapshot it now, for review.
+
+        Takes ``id`` and ``reason``. The snapshot and its digest stay in the
+        worker; the scientist gets the request's id and status, and the digest
+        only together with an approved value (``request_result``), so an
+        undecided or denied snapshot cannot be confirmed by guessing its hash.
+        """
         obj = session.get(msg.get("id"))
         reason = msg.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > 4000:
@@ -585,9 +705,11 @@ class WorkerServer:
         return row
 
     async def op_request_status(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The status of one of the scientist's requests (no digest, no size)."""
         return {"request": self._own_request(session, msg.get("request")).public()}
 
     async def op_requests(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The scientist's own requests on this worker (no digests, no sizes)."""
         return {"requests": [r.public() for r in self.store.requests(scientist=session.scientist)]}
 
     async def op_wait_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -601,6 +723,11 @@ class WorkerServer:
             await asyncio.sleep(0.1)
 
     async def op_request_result(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The approved snapshot, byte for byte, with its SHA-256 to check it by.
+
+        Releases exactly what the owner approved, to the scientist who asked; the
+        release is committed to the audit log before a byte leaves.
+        """
         row = self._own_request(session, msg.get("request"))
         if row.status == "pending":
             raise RequestPending(f"request {row.id} is still pending", request=row.id)
@@ -614,6 +741,14 @@ class WorkerServer:
         return out
 
     async def op_run(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Run a cell in the private (or, with ``mock``, the mock) kernel.
+
+        Takes ``code``, ``mock`` and ``timeout``; returns a receipt. From the
+        private kernel a receipt's data-dependent content is bounded and does not
+        grow with the cell (see :mod:`.gate`): status, error type, error line,
+        whether outputs were held, and the duration. Its names are parsed from
+        the source. A mock receipt carries the mock kernel's outputs in full.
+        """
         code = msg.get("code")
         if not isinstance(code, str):
             raise ProtocolError("'code' must be a string")
@@ -623,26 +758,32 @@ class WorkerServer:
         state = session.kernels[kernel]
         host = state.host
         candidates = gate.assigned_names(code)
-        expr = {"names": "__import__('kernel_bridge.kernel.agent').kernel.agent.names_json("
-                         f"{candidates!r})"}
+        # Only the mock kernel is asked which names exist and their types: from the
+        # private kernel that would be a channel of several bits per name.
+        expr = {} if kernel == "private" else {
+            "names": "__import__('kernel_bridge.kernel.agent').kernel.agent.names_json("
+                     f"{candidates!r})"}
         async with host.lock:
             for name in self._mentions(code):
                 await self._load_asset(session, kernel, name)
             seq = session.record("cell", code, kernel)
-            if kernel == "private":
-                state.dirty = True  # before running: even a crash mid-cell taints
             try:
                 result = await host.execute(code, timeout=timeout, user_expressions=expr)
             except KernelDied:
                 session.kernel_restarted(kernel)
                 raise
-            reported = gate.parse_user_expression(result.user_expressions.get("names"))
-            if result.status != "ok" and candidates:
-                with contextlib.suppress(SyftError):
-                    r, _ = await self._agent(session, kernel,
-                                             {"action": "names", "names": candidates}, timeout=10)
-                    reported = r.get("names")
-        names = gate.receipt_names(candidates, reported, state.names)
+            reported = None
+            if kernel == "mock":
+                reported = gate.parse_user_expression(result.user_expressions.get("names"))
+                if result.status != "ok" and candidates:
+                    with contextlib.suppress(SyftError):
+                        r, _ = await self._agent(session, kernel, {
+                            "action": "names", "names": candidates}, timeout=10)
+                        reported = r.get("names")
+        if kernel == "private":
+            names = gate.parsed_names(candidates)
+        else:
+            names = gate.receipt_names(candidates, reported, state.names)
         receipt: dict[str, Any] = {
             "worker": self.config.name, "kernel": kernel, "status": result.status,
             "error_type": gate.safe_error_name(result.ename) if result.ename else None,
@@ -655,6 +796,7 @@ class WorkerServer:
         elif result.outputs:
             obj = session.add_object(kernel, {"type": "outputs"}, set(state.holds), seq,
                                      oid=gate_new_id("o"), outputs=result.outputs)
+            session.lineage[seq - 1]["object"] = obj.id  # the cell that produced them
             receipt["held"] = [self._pointer(session, obj)]
         if result.status == "timeout":
             receipt["error_type"] = "TimeoutError"
@@ -673,6 +815,54 @@ class WorkerServer:
             await host.restart()
             session.kernel_restarted(kernel)
         return {}
+
+
+def _walk_refs(value: Any, found: list[PointerRef], depth: int = 0) -> None:
+    """Collect the pointers inside an operation's arguments."""
+    if depth > 32:
+        raise ProtocolError("arguments nest too deeply")
+    if isinstance(value, PointerRef):
+        found.append(value)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _walk_refs(v, found, depth + 1)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _walk_refs(v, found, depth + 1)
+
+
+def _rename_refs(args: list[Any], kwargs: dict[str, Any], renames: dict[str, str]
+                 ) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments with pointers to copied objects renamed to the copies."""
+    def walk(v: Any) -> Any:
+        if isinstance(v, PointerRef):
+            return PointerRef(renames.get(v.id, v.id))
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, tuple):
+            return tuple(walk(x) for x in v)
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        return v
+
+    return [walk(a) for a in args], {k: walk(v) for k, v in kwargs.items()}
+
+
+def declared_meta(value: Any, asset: Asset) -> dict[str, Any]:
+    """What a pointer to a private asset may say about it, from the worker's own load.
+
+    The type always (assets are declared as DataFrame, ndarray or tensor); shape
+    and dtype only with the owner's ``show_shape``, and the first dimension (the
+    row count) only with ``show_row_count``.
+    """
+    meta = meta_of(value)
+    out: dict[str, Any] = {"type": meta["type"], "shape": None, "dtype": None}
+    if asset.spec.show_shape:
+        shape = list(meta.get("shape") or [])
+        if shape and not asset.spec.show_row_count:
+            shape[0] = None
+        out.update(shape=shape or None, dtype=meta.get("dtype"))
+    return out
 
 
 def gate_new_id(prefix: str = "p") -> str:

@@ -1,9 +1,33 @@
 """A scientist's session on a worker: its kernels, objects, taint and lineage.
 
 The trusted server keeps every record here; kernels only hold the values.
-Taint is conservative: once the private kernel ran a scientist cell, every
-object in it (old or new) carries everything that kernel ever held, until the
-kernel restarts.
+
+Taint, and why it is sound without trusting a kernel or tracking aliasing
+--------------------------------------------------------------------------
+A session has three kernels. The **clean** kernel holds what the scientist
+sent and what allow-listed pointer operations made of it; no private byte ever
+enters it and no scientist cell runs in it. The **private** kernel gets the
+assets and runs the scientist's cells. The **mock** kernel gets mock data only.
+
+1. The server adds an asset to the private kernel's ``holds`` *before* the
+   first byte of it is sent to the kernel (:meth:`KernelState.hold`), so no
+   answer of a hostile kernel (a replaced agent that replies "error") can keep
+   the taint from being recorded.
+2. The taint of every object in the private kernel is that kernel's current
+   ``holds`` (:meth:`Session.taint_of`), computed at the moment of release:
+   whatever Python aliasing, views or a cell did inside the kernel, a value
+   there can only depend on data that entered it, and all of that is in
+   ``holds``. ``holds`` only grows until the kernel restarts, and a restart
+   replaces the process (a new sandbox) and invalidates every old object.
+3. A clean value used together with a private one is *copied* into the
+   private kernel (the receiver of a method or item assignment *moves* there,
+   since it may be mutated), so nothing private ever reaches the clean
+   kernel: its values, and the mock kernel's, are clean.
+4. Held cell outputs live in the server, immutable; they carry the ``holds``
+   of the moment their cell ended.
+
+So a value is released without approval only if it lives in the clean or mock
+kernel, or in a private kernel that never held an asset.
 """
 
 from __future__ import annotations
@@ -16,8 +40,11 @@ from typing import Any
 
 from ..errors import UnknownObject
 from .kernels import KernelHost
+from .ordering import Sequencer
 
-KERNELS = ("private", "mock")
+KERNELS = ("private", "mock", "clean")
+#: Kernels whose every value is clean by construction (see the module docstring).
+CLEAN_KERNELS = frozenset({"mock", "clean"})
 
 
 def new_id(prefix: str = "p") -> str:
@@ -38,6 +65,7 @@ class RemoteObject:
     shape: list[int] | None = None
     dtype: str | None = None
     outputs: list[dict[str, Any]] | None = None  # held outputs of a cell, kept server-side
+    asset: str | None = None  # the asset this object is, as loaded by the worker
 
     @property
     def is_output(self) -> bool:
@@ -50,14 +78,16 @@ class KernelState:
 
     host: KernelHost
     loaded: set[str] = field(default_factory=set)
-    holds: set[str] = field(default_factory=set)  # union of taints ever placed in it
-    dirty: bool = False  # a scientist cell ran here
-    names: dict[str, str] = field(default_factory=dict)  # variables reported so far
+    holds: set[str] = field(default_factory=set)  # assets that ever entered it (monotone)
+    names: dict[str, str] = field(default_factory=dict)  # mock variables reported so far
+
+    def hold(self, asset: str) -> None:
+        """Record that ``asset`` is about to enter this kernel (call before sending it)."""
+        self.holds.add(asset)
 
     def reset(self) -> None:
         self.loaded.clear()
         self.holds.clear()
-        self.dirty = False
         self.names.clear()
 
 
@@ -84,6 +114,7 @@ class Session:
                                          bulk_threshold=bulk_threshold))
             for kind in KERNELS
         }
+        self.order = Sequencer()
         self.detached_at: float | None = None
         self.connection: Any = None
 
@@ -105,8 +136,10 @@ class Session:
         from ..ops.allowlist import safe_type_name
 
         state = self.kernels[kernel]
-        if kernel == "mock":
-            taint = set()  # mock data is public by the owner's declaration
+        if kernel in CLEAN_KERNELS:
+            taint = set()  # never holds private data (mock data is public by declaration)
+        elif outputs is None:
+            taint = set(state.holds)
         obj = RemoteObject(
             id=oid or new_id(), kernel=kernel,
             type_name=safe_type_name(meta.get("type")), taint=set(taint),
@@ -120,7 +153,6 @@ class Session:
         if isinstance(dtype, str) and len(dtype) <= 32 and dtype.replace(".", "").replace(
                 "_", "").isalnum():
             obj.dtype = dtype
-        state.holds |= obj.taint
         self.objects[obj.id] = obj
         return obj
 
@@ -138,13 +170,12 @@ class Session:
         return obj
 
     def taint_of(self, obj: RemoteObject) -> set[str]:
-        """The effective taint of ``obj`` (a dirty kernel taints all it holds)."""
-        if obj.kernel == "mock":
+        """The taint of ``obj`` now: everything its kernel ever held (module docstring)."""
+        if obj.is_output:
+            return set(obj.taint)  # immutable, kept in the server
+        if obj.kernel in CLEAN_KERNELS:
             return set()
-        state = self.kernels[obj.kernel]
-        if state.dirty and obj.generation == state.host.generation:
-            return obj.taint | state.holds
-        return set(obj.taint)
+        return set(obj.taint) | self.kernels[obj.kernel].holds
 
     def kernel_restarted(self, kernel: str) -> None:
         """Forget what a kernel held (its generation already moved on)."""
@@ -153,14 +184,23 @@ class Session:
                     if o.kernel == kernel and o.generation != self.host(kernel).generation]:
             del self.objects[oid]
 
-    def pointer_info(self, obj: RemoteObject, show_shape: bool) -> dict[str, Any]:
-        """What the scientist learns about a pointer."""
+    def pointer_info(self, obj: RemoteObject,
+                     declared: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the scientist learns about a pointer.
+
+        Data-dependent content of a tainted pointer: its type name, from the
+        fixed vocabulary of :func:`~kernel_bridge.ops.allowlist.safe_type_name`
+        (under 6 bits). Shape and dtype come only for clean objects, or for an
+        asset as the worker itself loaded it (``declared``, computed by trusted
+        code, given only where the owner's ``show_shape`` allows).
+        """
         taint = self.taint_of(obj)
         info: dict[str, Any] = {"id": obj.id, "type": obj.type_name, "kernel": obj.kernel,
                                 "taint": sorted(taint), "output": obj.is_output}
-        # A dirty kernel could lie about shapes to encode private values.
-        honest = not self.kernels[obj.kernel].dirty
-        if not taint or (show_shape and honest):
+        if declared is not None:
+            info.update(type=declared["type"], shape=declared.get("shape"),
+                        dtype=declared.get("dtype"))
+        elif not taint:
             info["shape"] = obj.shape
             info["dtype"] = obj.dtype
         return info

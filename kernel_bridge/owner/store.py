@@ -90,11 +90,17 @@ class RequestRow:
     released: int
 
     def public(self) -> dict[str, Any]:
-        """What the requester may see about their own request (no snapshot path)."""
+        """What the requester may see about their own request.
+
+        No snapshot path, and neither the snapshot's digest nor its size: both
+        depend on the private value, and a digest seen before a decision (or
+        after a denial) would let the scientist confirm guesses of a small
+        secret. The digest comes only with the released value.
+        """
         return {
             "id": self.id, "object_id": self.object_id, "kind": self.kind,
-            "value_type": self.value_type, "reason": self.reason, "sha256": self.sha256,
-            "size": self.size, "status": self.status, "deny_reason": self.deny_reason,
+            "value_type": self.value_type, "reason": self.reason,
+            "status": self.status, "deny_reason": self.deny_reason,
             "created": self.created, "decided": self.decided,
         }
 

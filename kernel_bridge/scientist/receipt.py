@@ -24,7 +24,9 @@ class Receipt:
     duration : float
         Seconds the cell ran.
     names : list of dict
-        Variables the cell created or changed: ``name``, ``type``, ``change``.
+        Mock cells: variables the cell created or changed (``name``, ``type``,
+        ``change``). Private cells: the names the cell's source assigns
+        (``name``, ``change="assigned"``), never whether they exist or their types.
     held : list of Pointer
         Outputs withheld by the gate (requestable with ``.request()``).
     outputs : list of dict
@@ -62,7 +64,7 @@ class Receipt:
     def __getitem__(self, name: str) -> Pointer:
         """A pointer to a variable the cell created or changed."""
         if name not in {n["name"] for n in self.names}:
-            raise KeyError(f"the cell did not create or change {name!r}")
+            raise KeyError(f"the cell does not assign {name!r}")
         return self.worker.mock_vars[name] if self.mock else self.worker.vars[name]
 
     def _summary(self) -> list[str]:
@@ -71,9 +73,10 @@ class Receipt:
             status += f" (line {self.error_line})"
         parts = [self.worker.name + (" (MOCK)" if self.mock else ""), status,
                  f"{self.duration * 1000:.0f} ms"]
-        for change in ("created", "changed"):
-            items = [f"{n['name']} ({n['type'].rsplit('.', 1)[-1]})" for n in self.names
-                     if n["change"] == change]
+        for change in ("created", "changed", "assigned"):
+            # Private receipts name what the source assigns, without types (a channel).
+            items = [f"{n['name']} ({n['type'].rsplit('.', 1)[-1]})" if n.get("type")
+                     else n["name"] for n in self.names if n["change"] == change]
             if items:
                 parts.append(f"{change} {', '.join(items)}")
         if self.held:

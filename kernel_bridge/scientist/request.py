@@ -21,6 +21,12 @@ class Request:
     def __init__(self, worker: Worker, info: dict[str, Any]) -> None:
         self._worker = worker
         self._info = info
+        self._sha256: str | None = None
+        self._size: int | None = None
+
+    def _released(self, sha256: str, size: int) -> None:
+        """Record the digest and size that came with the released value."""
+        self._sha256, self._size = sha256, size
 
     @property
     def id(self) -> int:
@@ -40,17 +46,24 @@ class Request:
         return self._info.get("deny_reason")
 
     @property
-    def sha256(self) -> str:
-        return str(self._info["sha256"])
+    def sha256(self) -> str | None:
+        """The released snapshot's SHA-256, known once :meth:`result` fetched it.
+
+        The worker sends the digest only together with an approved value: before
+        a decision or after a denial it would let anyone confirm guesses.
+        """
+        return self._sha256
 
     @property
-    def size(self) -> int:
-        return int(self._info["size"])
+    def size(self) -> int | None:
+        """The released value's size in bytes, known once :meth:`result` fetched it."""
+        return self._size
 
     def __repr__(self) -> str:
         extra = f" ({self.deny_reason})" if self.deny_reason else ""
+        size = f", {self._size} bytes" if self._size is not None else ""
         return (f"<Request #{self.id} on {self._worker.name}: {self.status}{extra}, "
-                f"{self._info.get('value_type')}, {self.size} bytes>")
+                f"{self._info.get('value_type')}{size}>")
 
     def refresh(self) -> Request:
         self._info = self._worker._call("request_status", request=self.id)["request"]
