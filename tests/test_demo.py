@@ -137,7 +137,7 @@ def test_headless_demo_executes_start_here(tmp_path: Path) -> None:
     executed = Path(line.split(": ", 1)[1])
     assert executed.exists() and executed.parent == root.resolve()
     text = output_text(nbformat.read(executed, as_version=4))
-    for expected in ("alice · ok", "s (Series)", "1 output held", "alice · MOCK",
+    for expected in ("alice · ok", "assigned s", "1 output held", "alice · MOCK",
                      "bob · ok", "error: ValueError (line 2)", "alice · approved",
                      "timeout: TimeoutError"):
         assert expected in text, expected

@@ -75,7 +75,7 @@ def test_notebook_runs_top_to_bottom(path: Path, demo_workers: Path, tmp_path: P
 
 def check_start_here(nb: Any) -> None:
     private = cell_text(find_cell(nb, "%%remote alice\ns = heart"))
-    assert "alice · ok" in private and "s (Series)" in private and "1 output held" in private
+    assert "alice · ok" in private and "assigned s" in private and "1 output held" in private
     assert "Name: age" not in private  # the print was held
     mock = cell_text(find_cell(nb, "%%remote alice --mock\nprint"))
     assert "alice · MOCK" in mock and "patient_id" in mock  # shown in full
