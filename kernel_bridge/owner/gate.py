@@ -77,9 +77,18 @@ def assigned_names(code: str) -> list[str]:
     found: dict[str, None] = {}
 
     def add(target: ast.AST) -> None:
-        for node in ast.walk(target):
-            if isinstance(node, ast.Name):
-                found.setdefault(node.id)
+        # Only what a target binds or changes: ``a``, ``a, *b``, ``a[i]`` / ``a.x``
+        # (``a`` is changed), not the names read in an index or a call.
+        if isinstance(target, ast.Name):
+            found.setdefault(target.id)
+        elif isinstance(target, ast.Tuple | ast.List):
+            for elt in target.elts:
+                add(elt)
+        elif isinstance(target, ast.Starred):
+            add(target.value)
+        elif isinstance(target, ast.Subscript | ast.Attribute):
+            if isinstance(target.value, ast.Name):
+                found.setdefault(target.value.id)
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign):
