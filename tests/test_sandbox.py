@@ -28,17 +28,16 @@ from conftest import DATASETS, PLANTED_NUMBER, PLANTED_TEXT, ROOT, write_secret_
 import kernel_bridge as kb
 from kernel_bridge.owner import sandbox
 
-#: Host directories the sandbox shows read-only inside tmpfs-hidden roots (the venv,
-#: the package): a checkout under /tmp or /root puts them there.
-REBOUND = [p for p in sandbox._python_dirs()
-           if any(r == p or Path(r) in p.parents for r in map(Path, sandbox.HIDDEN_DIRS))]
+#: Host directories a kernel sees (read-only): the system, the Python installation, the package.
+SHOWN = sandbox.shown_dirs()
+#: Shown directories below a scratch tmpfs such as /tmp (a checkout under /tmp).
+REBOUND = [p for p in SHOWN if any(Path(r) in p.parents for r in sandbox.SCRATCH_DIRS)]
 
 
 def under_hidden_root(p: Path) -> bool:
-    """True when ``p`` lies in a tmpfs-hidden root and outside every rebound directory:
-    inside the sandbox it is then a scratch path of the kernel's own."""
-    hidden = any(Path(r) in p.parents for r in sandbox.HIDDEN_DIRS)
-    return hidden and not any(r == p or r in p.parents for r in REBOUND)
+    """True when ``p`` lies outside every directory the sandbox shows: inside the sandbox
+    it does not exist (or, below /tmp, is a scratch path of the kernel's own)."""
+    return not any(r == p or r in p.parents for r in SHOWN)
 
 
 def mountpoint_names(root: str = "/tmp") -> set[str]:
@@ -234,7 +233,7 @@ def test_mock_kernel_cannot_read_private_files(session: kb.Worker,
     assert got[str(private)]["listing"] in (None, []), got[str(private)]
     assert got[str(private)]["glob"] == []
     # Sanity: the same read works for public files, so the probe itself is sound.
-    if under_hidden_root(heart_mock):  # a checkout under /tmp or /root: all of it hidden
+    if under_hidden_root(heart_mock):  # the repository's data is not shown to kernels
         assert got[str(heart_mock)]["content"] == "!FileNotFoundError"
         control = Path(kb.__file__)
         seen = probe(session, f"result = open({str(control)!r}).read()")

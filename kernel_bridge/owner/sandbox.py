@@ -94,7 +94,7 @@ def tool_paths() -> dict[str, str]:
     for name in _TOOLS:
         if name == "setpriv" and not is_root():
             continue
-        exe = shutil.which(name) or shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
+        exe = shutil.which(name)
         if exe is None:
             package = "bubblewrap" if name == "bwrap" else "util-linux"
             raise SandboxUnavailable(
