@@ -48,6 +48,9 @@ OUTPUT_TYPES = frozenset(
 
 
 _MB = 2**20
+#: Seconds a cell past its output cap may run on before it is interrupted (and as long
+#: again before its kernel is restarted).
+OVERFLOW_GRACE = 3.0
 
 
 def message_size(obj: Any) -> int:
@@ -133,8 +136,10 @@ class KernelHost:
         self._collect: dict[str, list[dict[str, Any]]] = {}
         self._idle: dict[str, asyncio.Event] = {}
         self._used: dict[str, int] = {}  # output bytes collected per cell
-        self._overflow: set[str] = set()  # cells whose output passed the cap
+        self._overflow: dict[str, float] = {}  # cells whose output passed the cap: when
+        self._interrupted: set[str] = set()  # ... and that were interrupted for it
         self._dropped = False  # a shell message was refused as too large
+        self._drops = 0  # iopub connections dropped (each a message past the size limit)
         self._lease: sandbox.UidLease | None = None
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -238,8 +243,17 @@ class KernelHost:
                             "the kernel died)", self.kind, channel, self.message_limit // _MB)
                 if channel == "shell":
                     self._dropped = True
+                else:
+                    self._drops += 1
                 for msg_id in list(self._collect):
                     self._overflow_cell(msg_id)
+                # ZeroMQ does not reconnect after a protocol error (the oversized message).
+                endpoint = event.get("endpoint")
+                url = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disconnect(url)
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.connect(url)
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket closed under us on shutdown
@@ -250,13 +264,11 @@ class KernelHost:
             mon.close(linger=0)
 
     def _overflow_cell(self, msg_id: str) -> None:
-        """Stop collecting a cell's outputs and interrupt it (once)."""
+        """Stop collecting a cell's outputs (the wait for its reply interrupts it)."""
         if msg_id in self._overflow or msg_id not in self._collect:
             return
-        self._overflow.add(msg_id)
+        self._overflow[msg_id] = time.monotonic()
         self._collect[msg_id].clear()
-        task = asyncio.get_running_loop().create_task(self.interrupt())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _read_iopub(self) -> None:
         kc = self._kc
@@ -289,9 +301,25 @@ class KernelHost:
                              "buffers": [bytes(b) for b in buffers]})
 
     async def _shell_reply(self, msg_id: str, timeout: float | None) -> dict[str, Any]:
-        """Wait for the shell reply to ``msg_id``, noticing a dead kernel."""
+        """Wait for the shell reply to ``msg_id``, noticing a dead kernel.
+
+        A cell whose output passed the cap may finish for :data:`OVERFLOW_GRACE`
+        seconds, is then interrupted, and restarted after as long again.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            since = self._overflow.get(msg_id)
+            if since is not None and time.monotonic() - since > OVERFLOW_GRACE:
+                if msg_id not in self._interrupted:
+                    self._interrupted.add(msg_id)
+                    await self.interrupt()
+                elif time.monotonic() - since > 2 * OVERFLOW_GRACE:
+                    await self.restart()
+                    raise KernelDied(
+                        f"the cell's output passed the worker's limit of "
+                        f"{self.limits.output_mb} MiB and the cell did not stop when "
+                        "interrupted; the kernel was restarted and its variables are gone"
+                    )
             step = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
             try:
                 reply: dict[str, Any] = await self._kc.get_shell_msg(timeout=step)
@@ -360,6 +388,7 @@ class KernelHost:
         self._collect[msg_id] = []
         self._used[msg_id] = 0
         self._idle[msg_id] = asyncio.Event()
+        drops = self._drops
         t0 = time.perf_counter()
         status = "ok"
         try:
@@ -376,13 +405,16 @@ class KernelHost:
                         "it was restarted and its variables are gone"
                     ) from None
                 status = "timeout"
-            # Outputs come on iopub; the idle status closes them.
+            # Outputs come on iopub; the idle status closes them (it may be lost with
+            # a message ZeroMQ dropped).
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle[msg_id].wait(), 5.0)
-            if msg_id in self._overflow:
+                await asyncio.wait_for(self._idle[msg_id].wait(),
+                                       1.0 if msg_id in self._overflow else 5.0)
+            if msg_id in self._overflow or self._drops != drops:
                 raise OutputTooLarge(
                     f"the cell's output passed the worker's limit of {self.limits.output_mb} "
-                    "MiB; the cell was interrupted and its output past the limit dropped"
+                    "MiB; what came past the limit was dropped (and the cell interrupted if "
+                    "it did not end by itself)"
                 )
             content = reply["content"]
             ename = content.get("ename") if content.get("status") == "error" else None
@@ -408,7 +440,8 @@ class KernelHost:
             self._collect.pop(msg_id, None)
             self._idle.pop(msg_id, None)
             self._used.pop(msg_id, None)
-            self._overflow.discard(msg_id)
+            self._overflow.pop(msg_id, None)
+            self._interrupted.discard(msg_id)
 
     async def interrupt(self) -> None:
         """Interrupt whatever the kernel runs (through the control channel)."""
