@@ -53,17 +53,6 @@ _MB = 2**20
 OVERFLOW_GRACE = 3.0
 
 
-def message_size(obj: Any) -> int:
-    """Roughly how many bytes a decoded message holds (strings, bytes, containers)."""
-    if isinstance(obj, str | bytes | bytearray | memoryview):
-        return len(obj)
-    if isinstance(obj, dict):
-        return sum(len(str(k)) + message_size(v) for k, v in obj.items())
-    if isinstance(obj, list | tuple):
-        return sum(message_size(v) for v in obj)
-    return 8
-
-
 class _KernelManager(AsyncKernelManager):
     """A manager whose connection file the kernel's own uid may read."""
 
@@ -272,9 +261,10 @@ class KernelHost:
 
     async def _read_iopub(self) -> None:
         kc = self._kc
+        sock, session = kc.iopub_channel.socket, kc.session
         while True:
             try:
-                msg = await kc.get_iopub_msg()
+                frames = await sock.recv_multipart(copy=False)
             except asyncio.CancelledError:
                 raise
             except Exception:  # channel closed on shutdown
@@ -282,23 +272,37 @@ class KernelHost:
                 if self._kc is not kc:
                     return
                 continue
-            parent = msg.get("parent_header", {}).get("msg_id")
-            sink = self._collect.get(parent)
-            if sink is None:
-                continue  # not a cell we run (agent status chatter, background threads)
-            mtype = msg["msg_type"]
-            if mtype == "status" and msg["content"].get("execution_state") == "idle":
+            try:
+                self._on_iopub(session, frames)
+            except Exception:  # a malformed message from the kernel: dropped
+                log.debug("%s kernel: malformed iopub message dropped", self.kind)
+
+    def _on_iopub(self, session: Any, frames: list[Any]) -> None:
+        """Collect one iopub message for its cell, counting raw bytes before decoding any."""
+        _, parts = session.feed_identities(frames, copy=False)
+        if len(parts) < 5:
+            return
+        # parts: signature, header, parent header, metadata, content, buffers...
+        if len(parts[2].buffer) > 64 * 1024 or len(parts[1].buffer) > 64 * 1024:
+            return
+        parent = session.unpack(parts[2].bytes).get("msg_id")
+        sink = self._collect.get(parent)
+        if sink is None:
+            return  # not a cell we run (agent status chatter, background threads)
+        mtype = session.unpack(parts[1].bytes).get("msg_type")
+        if mtype == "status":
+            if len(parts[4].buffer) <= 64 * 1024 and \
+                    session.unpack(parts[4].bytes).get("execution_state") == "idle":
                 self._idle[parent].set()
-            elif mtype in OUTPUT_TYPES and parent not in self._overflow:
-                buffers = msg.get("buffers") or []
-                used = self._used.get(parent, 0) + message_size(msg["content"]) + sum(
-                    memoryview(b).nbytes for b in buffers)
-                self._used[parent] = used
-                if used > self.limits.output_mb * _MB:
-                    self._overflow_cell(parent)
-                    continue
-                sink.append({"msg_type": mtype, "content": msg["content"],
-                             "buffers": [bytes(b) for b in buffers]})
+        elif mtype in OUTPUT_TYPES and parent not in self._overflow:
+            used = self._used.get(parent, 0) + sum(len(p.buffer) for p in parts[3:])
+            self._used[parent] = used
+            if used > self.limits.output_mb * _MB:
+                self._overflow_cell(parent)
+                return
+            msg = session.deserialize(parts, content=True, copy=False)
+            sink.append({"msg_type": mtype, "content": msg["content"],
+                         "buffers": [bytes(b) for b in msg.get("buffers") or []]})
 
     async def _shell_reply(self, msg_id: str, timeout: float | None) -> dict[str, Any]:
         """Wait for the shell reply to ``msg_id``, noticing a dead kernel.

@@ -87,25 +87,42 @@ def read(p):
 """
 
 
+def _start(d: Path, secret_files: tuple[Path, Path], limits: dict[str, int]) -> kb.Worker:
+    """A worker whose limits come from its TOML ``[sandbox]`` table."""
+    toml = d / "worker.toml"
+    toml.write_text('[worker]\nname = "lim"\nstate = "state"\nexec_timeout = 120\n\n[sandbox]\n'
+                    + "".join(f"{k} = {v}\n" for k, v in limits.items()))
+    private, mock = secret_files
+    return kb.launch("lim", config=toml, assets={"secret": str(private)},
+                     mocks={"secret": str(mock)}, state=d / "state", scientist="lina")
+
+
+def _stop(w: kb.Worker) -> None:
+    try:
+        w.close()
+    finally:
+        if w.process is not None:
+            w.process.kill()
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory,
             secret_files: tuple[Path, Path]) -> Iterator[kb.Worker]:
-    """A worker with small limits from its TOML ``[sandbox]`` table."""
-    d = tmp_path_factory.mktemp("limited")
-    toml = d / "worker.toml"
-    toml.write_text('[worker]\nname = "lim"\nstate = "state"\nexec_timeout = 120\n\n[sandbox]\n'
-                    + "".join(f"{k} = {v}\n" for k, v in LIMITS.items()))
-    private, mock = secret_files
-    w = kb.launch("lim", config=toml, assets={"secret": str(private)},
-                  mocks={"secret": str(mock)}, state=d / "state", scientist="lina")
-    try:
-        yield w
-    finally:
-        try:
-            w.close()
-        finally:
-            if w.process is not None:
-                w.process.kill()
+    """A worker with small resource limits."""
+    w = _start(tmp_path_factory.mktemp("limited"), secret_files, LIMITS)
+    yield w
+    _stop(w)
+
+
+@pytest.fixture(scope="module")
+def flooded(tmp_path_factory: pytest.TempPathFactory,
+            secret_files: tuple[Path, Path]) -> Iterator[kb.Worker]:
+    """A worker with small output limits (and the default memory limit, so that the kernel
+    itself can build the huge messages it tries to send)."""
+    w = _start(tmp_path_factory.mktemp("flooded"), secret_files,
+               {"output_mb": 8, "message_mb": 16})
+    yield w
+    _stop(w)
 
 
 def scientist(worker: kb.Worker, name: str) -> kb.Worker:
@@ -369,15 +386,15 @@ def _peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def test_huge_output_is_cut_and_worker_memory_bounded(limited: kb.Worker) -> None:
+def test_huge_output_is_cut_and_worker_memory_bounded(flooded: kb.Worker) -> None:
     """Cells printing ~600 MB (in 1 MB lines, and as one 200 MB write) get OutputTooLarge;
     the worker's peak RSS grows by far less than the output, and it keeps serving."""
-    w, other = scientist(limited, "flood"), scientist(limited, "flood-neighbour")
-    pid = limited.process.proc.pid
+    w, other = scientist(flooded, "flood"), scientist(flooded, "flood-neighbour")
+    pid = flooded.process.proc.pid
     try:
         _others_work(w, other)
         before = _peak_rss_mb(pid)
-        lines = "import sys\nline = 'x' * 2**20\nfor i in range(600):\n    print(line)\n"
+        lines = "line = 'x' * 2**20\nfor i in range(600):\n    print(line, flush=True)\n"
         one = "import sys\nsys.stdout.write('y' * 200_000_000)\nsys.stdout.flush()\n"
         for code in (lines, one):
             for mock in (True, False):
@@ -391,11 +408,11 @@ def test_huge_output_is_cut_and_worker_memory_bounded(limited: kb.Worker) -> Non
         other.close()
 
 
-def test_huge_agent_reply_is_refused(limited: kb.Worker) -> None:
+def test_huge_agent_reply_is_refused(flooded: kb.Worker) -> None:
     """A cell replaces the kernel's agent with one answering 100 MB: the worker refuses the
     reply unread (OutputTooLarge), its peak RSS stays put, and the kernel keeps serving."""
-    w = scientist(limited, "bigreply")
-    pid = limited.process.proc.pid
+    w = scientist(flooded, "bigreply")
+    pid = flooded.process.proc.pid
     try:
         r = w.run("k = get_ipython().kernel\n"
                   "def evil(stream, ident, parent):\n"
