@@ -211,11 +211,35 @@ def give_to(path: Path, uid: int) -> None:
 
 
 # -- the command line ------------------------------------------------------------------------
+def threads_of(uid: int) -> int:
+    """Threads of all processes running as ``uid`` (what ``RLIMIT_NPROC`` counts)."""
+    n = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            status = (d / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        with contextlib.suppress(KeyError, ValueError, IndexError):
+            if int(fields["Uid"].split()[0]) == uid:
+                n += int(fields["Threads"])
+    return n
+
+
 def limit_argv(limits: SandboxLimits) -> list[str]:
-    """``prlimit`` options for one kernel (soft = hard, except CPU: SIGXCPU, then SIGKILL)."""
+    """``prlimit`` options for one kernel (soft = hard, except CPU: SIGXCPU, then SIGKILL).
+
+    ``RLIMIT_NPROC`` counts every process of a uid. A root worker gives each kernel a
+    uid of its own, so the limit is the kernel's alone; a worker that is not root
+    shares its uid with its kernels, so a kernel may add ``processes`` to what the
+    uid runs when it starts.
+    """
+    nproc = limits.processes if is_root() else threads_of(os.getuid()) + limits.processes
     return [
         f"--as={limits.memory_mb * _MB}",
-        f"--nproc={limits.processes}",
+        f"--nproc={nproc}",
         f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 5}",
         f"--fsize={limits.file_size_mb * _MB}",
         f"--nofile={limits.open_files}",
