@@ -32,10 +32,12 @@ What holds, even when the worker runs as root:
 * **No network** (an empty network namespace), its own pid, IPC and UTS
   namespaces, a clean environment, a new session (no ``TIOCSTI``), and it dies
   with the worker.
-* **Limits** (:class:`~kernel_bridge.owner.config.SandboxLimits`): address space,
-  processes and threads (per kernel, since the uid is the kernel's own), CPU
-  seconds, file size and open files, and the size of its scratch tmpfs. The
-  worker itself caps what it collects from a cell (see :mod:`.kernels`).
+* **Limits** (:class:`~kernel_bridge.owner.config.SandboxLimits`, set with
+  ``prlimit``): address space, processes and threads (per kernel, since the uid
+  is the kernel's own), CPU seconds (then SIGKILL: the worker restarts the kernel
+  and raises ``KernelDied``), file size and open files, and the size of its
+  scratch tmpfs. The worker itself caps what it takes from a kernel (see
+  :mod:`.kernels`). cgroups are not used (this machine class has cgroup v1).
 
 Before the first kernel starts, :func:`ensure_available` runs the same command
 line around a probe that reports from inside: ``CapEff`` must be 0, the uid not
@@ -469,11 +471,11 @@ def probe(limits: SandboxLimits) -> dict[str, object]:
     return seen
 
 
-_checked: dict[tuple[int, ...], str | None] = {}
+_checked: set[tuple[int, ...]] = set()
 
 
 def ensure_available(limits: SandboxLimits) -> None:
-    """Probe the sandbox once per worker (and per set of limits); raise if it does not hold.
+    """Probe the sandbox until it holds once per worker (and set of limits); else raise.
 
     Raises
     ------
@@ -481,15 +483,13 @@ def ensure_available(limits: SandboxLimits) -> None:
         With the reason (a missing tool, user namespaces off, a failed check).
     """
     key = tuple(getattr(limits, f) for f in limits.__dataclass_fields__)
-    if key not in _checked:
-        try:
-            probe(limits)
-            _checked[key] = None
-        except SandboxUnavailable as exc:
-            _checked[key] = exc.message
-    reason = _checked[key]
-    if reason is not None:
+    if key in _checked:
+        return
+    try:
+        probe(limits)
+    except SandboxUnavailable as exc:
         raise SandboxUnavailable(
-            f"{reason}. Kernels are not started without a sandbox; fix this or run the worker "
-            "with --unsafe-no-sandbox (scientist code could then read the worker's files)"
-        )
+            f"{exc.message}. Kernels are not started without a sandbox; fix this or run the "
+            "worker with --unsafe-no-sandbox (scientist code could then read the worker's files)"
+        ) from None
+    _checked.add(key)

@@ -428,3 +428,42 @@ def test_huge_agent_reply_is_refused(flooded: kb.Worker) -> None:
         assert r.status == "ok" and "still here" in mock_text(r), r
     finally:
         w.close()
+
+
+def test_private_files_inside_shown_dirs_stay_hidden(fresh_worker: Callable[..., kb.Worker],
+                                                     tmp_path: Path) -> None:
+    """An asset file and a state dir inside a directory kernels do see (/etc): both are
+    covered, and unmounting the cover fails; the worker still hands the asset over."""
+    import shutil
+
+    from conftest import write_secret_asset
+
+    base = Path("/etc") / f"syftlab-test-{uuid.uuid4().hex[:8]}"
+    try:
+        private, mock = write_secret_asset(base / "data")
+        state = base / "state"
+        w = fresh_worker("etcy", assets={"secret": str(private)}, mocks={"secret": str(mock)},
+                         state=state)
+        attack = SYSCALLS + f"""
+import os
+steps = {{p: umount(p) for p in ({str(private)!r}, {str(state)!r}, "/etc")}}
+result = {{"steps": steps, "asset": read({str(private)!r}),
+          "db": read({str(state / "worker.sqlite")!r})[:100],
+          "listing": sorted(os.listdir({str(state)!r})) if os.path.isdir({str(state)!r}) else None,
+          "mock": read({str(mock)!r})}}
+"""
+        got = probe(w, attack)
+        assert all(v != "ok" for v in got["steps"].values()), got
+        assert got["asset"] in ("", "!PermissionError", "!FileNotFoundError"), got["asset"][:80]
+        assert "SQLite" not in got["db"] and got["listing"] in (None, []), got
+        assert got["mock"] == mock.read_text()  # the same read works for a public file
+        ptr = w.asset("secret")
+        assert ptr.taint == frozenset({"secret"})
+        with pytest.raises(kb.ApprovalRequired):
+            ptr.get()
+        r = w.run(attack + f"\nassert {PLANTED_TEXT!r} not in result['asset']\n"
+                  "assert not any(v == 'ok' for v in steps.values())\n"
+                  "assert int(secret['value'].max()) > 0\n")
+        assert r.status == "ok", r
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
