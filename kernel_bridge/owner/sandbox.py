@@ -56,7 +56,6 @@ import fcntl
 import functools
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -267,19 +266,6 @@ class Launch:
         self.fds = ()
 
 
-def _reachable(path: Path, uid: int) -> bool:
-    """Whether ``uid`` (groups cleared) may walk to ``path`` on the host."""
-    for d in reversed(path.parents):
-        try:
-            st = d.stat()
-        except OSError:
-            return False
-        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True
-
-
 def prepare(
     ipc_dir: Path,
     hide: Iterable[Path],
@@ -377,8 +363,8 @@ def prepare(
                 argv += bind(p)
         for raw in hide:
             p = Path(raw).resolve()
-            if not p.exists() or not _under(p, shown) or not _reachable(p, uid):
-                continue  # not shown at all, or out of the kernel's reach anyway
+            if not p.exists() or not _under(p, shown):
+                continue  # not shown at all
             if p.is_dir():
                 argv += ["--tmpfs", str(p), "--remount-ro", str(p)]
             else:
