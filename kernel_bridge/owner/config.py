@@ -7,8 +7,9 @@ config with :meth:`WorkerConfig.with_overrides`. Every problem is a
 key, so the owner can fix it without reading code.
 
 The TOML keys each table accepts are listed once, in ``_WORKER_KEYS``,
-``_ASSET_KEYS`` and ``_COLUMN_KEYS``: to add a setting, add a dataclass field
-and one line there. Any other key is an error, so typos do not pass silently.
+``_ASSET_KEYS`` and ``_COLUMN_KEYS`` (the ``[sandbox]`` table takes every field
+of :class:`SandboxLimits`): to add a setting, add a dataclass field and one
+line there. Any other key is an error, so typos do not pass silently.
 
 This module only checks settings; it never reads asset contents (see
 :mod:`kernel_bridge.owner.assets`).
