@@ -30,14 +30,20 @@ $(LABEXT): package.json tsconfig.json yarn.lock $(wildcard extension/src/*.ts st
 	PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build:prod
 	touch $(LABEXT)
 
-# Kernels run inside bubblewrap; install it where we can (CI and these machines run as root).
+# Kernels run inside bubblewrap, as their own uid (setpriv), under rlimits (prlimit) and a
+# seccomp filter (libseccomp); install what is missing where we can (CI and these machines are root).
+SANDBOX_TOOLS := bwrap:bubblewrap setpriv:util-linux prlimit:util-linux
 sandbox:
-	@command -v bwrap >/dev/null 2>&1 || { \
+	@missing=""; \
+	for t in $(SANDBOX_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing="$$missing libseccomp2"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null); \
+	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null); \
 	  else \
-	    echo "bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)"; exit 1; \
-	  fi; }
+	    echo "missing for the kernel sandbox:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
 
 # UI tests (widgets, JupyterLab) drive Debian's Chromium with Playwright (no browser downloads).
 browser:

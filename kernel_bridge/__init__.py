@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     KernelDied,
     MalformedFrame,
     MethodNotAllowed,
+    OutputTooLarge,
     PermissionDenied,
     ProtocolError,
     RemoteError,
@@ -53,4 +54,5 @@ __all__ = [
     "Owner", "PermissionDenied", "Pointer", "ProtocolError", "Receipt", "RemoteError",
     "Request", "RequestDenied", "RequestPending", "SyftError", "UnknownObject", "Worker",
     "connect", "launch", "BudgetExhausted", "InvalidQuery", "DPQuery", "DPResult",
+    "OutputTooLarge",
 ]

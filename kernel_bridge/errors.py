@@ -117,6 +117,11 @@ class SandboxUnavailable(SyftError):
     """No OS sandbox is available and ``--unsafe-no-sandbox`` was not given."""
 
 
+class OutputTooLarge(SyftError):
+    """A cell's output or a kernel's reply passed the worker's size limit; the cell was
+    interrupted and what passed the limit was dropped."""
+
+
 class ConfigError(SyftError):
     """The worker's configuration is invalid."""
 
@@ -165,6 +170,7 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         ExecutionTimeout,
         Interrupted,
         SandboxUnavailable,
+        OutputTooLarge,
         ConfigError,
         ConnectionLost,
         InvalidQuery,

@@ -28,17 +28,16 @@ from conftest import DATASETS, PLANTED_NUMBER, PLANTED_TEXT, ROOT, write_secret_
 import kernel_bridge as kb
 from kernel_bridge.owner import sandbox
 
-#: Host directories the sandbox shows read-only inside tmpfs-hidden roots (the venv,
-#: the package): a checkout under /tmp or /root puts them there.
-REBOUND = [p for p in sandbox._python_dirs()
-           if any(r == p or Path(r) in p.parents for r in map(Path, sandbox.HIDDEN_DIRS))]
+#: Host directories a kernel sees (read-only): the system, the Python installation, the package.
+SHOWN = sandbox.shown_dirs()
+#: Shown directories below a scratch tmpfs such as /tmp (a checkout under /tmp).
+REBOUND = [p for p in SHOWN if any(Path(r) in p.parents for r in sandbox.SCRATCH_DIRS)]
 
 
 def under_hidden_root(p: Path) -> bool:
-    """True when ``p`` lies in a tmpfs-hidden root and outside every rebound directory:
-    inside the sandbox it is then a scratch path of the kernel's own."""
-    hidden = any(Path(r) in p.parents for r in sandbox.HIDDEN_DIRS)
-    return hidden and not any(r == p or r in p.parents for r in REBOUND)
+    """True when ``p`` lies outside every directory the sandbox shows: inside the sandbox
+    it does not exist (or, below /tmp, is a scratch path of the kernel's own)."""
+    return not any(r == p or r in p.parents for r in SHOWN)
 
 
 def mountpoint_names(root: str = "/tmp") -> set[str]:
@@ -234,7 +233,7 @@ def test_mock_kernel_cannot_read_private_files(session: kb.Worker,
     assert got[str(private)]["listing"] in (None, []), got[str(private)]
     assert got[str(private)]["glob"] == []
     # Sanity: the same read works for public files, so the probe itself is sound.
-    if under_hidden_root(heart_mock):  # a checkout under /tmp or /root: all of it hidden
+    if under_hidden_root(heart_mock):  # the repository's data is not shown to kernels
         assert got[str(heart_mock)]["content"] == "!FileNotFoundError"
         control = Path(kb.__file__)
         seen = probe(session, f"result = open({str(control)!r}).read()")
@@ -588,3 +587,58 @@ def test_background_thread_cannot_leak(session: kb.Worker) -> None:
             time.sleep(0.05)
     finally:
         session.run("stop.set()")
+
+
+# -- isolation checks and limits -----------------------------------------------------------------
+def test_probe_reports_an_unprivileged_filtered_kernel() -> None:
+    """The probe runs the real sandbox command line and sees itself from inside."""
+    from kernel_bridge.owner.config import SandboxLimits
+
+    seen = sandbox.probe(SandboxLimits())
+    assert seen["uid"] != 0 and seen["CapEff"] == "0000000000000000", seen
+    assert seen["NoNewPrivs"] == "1" and seen["Seccomp"] == "2" and seen["mount"] != 0, seen
+    if os.geteuid() == 0:
+        assert seen["uid"] >= SandboxLimits().uid_base
+
+
+def test_sandbox_limits_from_toml(tmp_path: Path) -> None:
+    """The [sandbox] table sets every limit; a bad or unknown key names itself."""
+    from kernel_bridge.errors import ConfigError
+    from kernel_bridge.owner.config import SandboxLimits, WorkerConfig
+
+    toml = tmp_path / "w.toml"
+    toml.write_text('[worker]\nname = "w"\nstate = "s"\n\n[sandbox]\nmemory_mb = 2048\n'
+                    "processes = 100\ncpu_seconds = 60\noutput_mb = 4\nuid_base = 300000\n")
+    limits = WorkerConfig.from_toml(toml).limits
+    assert (limits.memory_mb, limits.processes, limits.cpu_seconds, limits.output_mb,
+            limits.uid_base) == (2048, 100, 60, 4, 300000)
+    assert limits.file_size_mb == SandboxLimits().file_size_mb
+    for body, needle in (("memory_mb = 0", "sandbox.memory_mb"),
+                         ("processes = 'many'", "sandbox.processes"),
+                         ("procs = 10", "sandbox.procs: unknown key"),
+                         ("memory_mb = 100", "at least 512")):
+        toml.write_text(f'[worker]\nname = "w"\nstate = "s"\n\n[sandbox]\n{body}\n')
+        with pytest.raises(ConfigError, match=needle):
+            WorkerConfig.from_toml(toml)
+
+
+def test_missing_setpriv_or_prlimit_refuses_kernels(fresh_worker: Callable[..., kb.Worker],
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """With bwrap on PATH but not the tool that drops the kernel's uid (or sets its limits),
+    the worker starts no kernel and says which tool is missing."""
+    from kernel_bridge.errors import SandboxUnavailable
+
+    for missing in ("setpriv", "prlimit"):
+        bin_dir = tmp_path / f"bin-no-{missing}"
+        bin_dir.mkdir()
+        for tool in {"bwrap", "setpriv", "prlimit"} - {missing}:
+            exe = shutil.which(tool)
+            assert exe is not None, f"{tool} is not installed here (make sandbox)"
+            (bin_dir / tool).symlink_to(exe)
+        monkeypatch.setenv("PATH", str(bin_dir))
+        w = fresh_worker(f"no-{missing}")
+        monkeypatch.undo()
+        for mock in (True, False):
+            with pytest.raises(SandboxUnavailable, match=missing):
+                w.run("x = 1", mock=mock)

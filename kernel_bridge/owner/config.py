@@ -7,8 +7,9 @@ config with :meth:`WorkerConfig.with_overrides`. Every problem is a
 key, so the owner can fix it without reading code.
 
 The TOML keys each table accepts are listed once, in ``_WORKER_KEYS``,
-``_ASSET_KEYS`` and ``_COLUMN_KEYS``: to add a setting, add a dataclass field
-and one line there. Any other key is an error, so typos do not pass silently.
+``_ASSET_KEYS`` and ``_COLUMN_KEYS`` (the ``[sandbox]`` table takes every field
+of :class:`SandboxLimits`): to add a setting, add a dataclass field and one
+line there. Any other key is an error, so typos do not pass silently.
 
 This module only checks settings; it never reads asset contents (see
 :mod:`kernel_bridge.owner.assets`).
@@ -252,6 +253,63 @@ class AssetSpec:
 
 
 @dataclass
+class SandboxLimits:
+    """Resource and output limits of every sandboxed kernel (the ``[sandbox]`` TOML table).
+
+    Limits are per kernel process tree: each kernel runs as a user id of its own, so
+    the process limit counts only that kernel's processes and threads.
+
+    Attributes
+    ----------
+    memory_mb : int
+        Address space of each kernel process (``RLIMIT_AS``), in MiB.
+    processes : int
+        Processes and threads of one kernel (``RLIMIT_NPROC`` of its own user id).
+    cpu_seconds : int
+        CPU seconds of each kernel process (``RLIMIT_CPU``); past it the kernel is killed.
+    file_size_mb : int
+        Largest file a kernel may write (``RLIMIT_FSIZE``), in MiB.
+    open_files : int
+        Open file descriptors per kernel process (``RLIMIT_NOFILE``).
+    scratch_mb : int
+        Size of each of the kernel's private ``/tmp`` and ``/dev/shm`` (memory-backed), in MiB.
+    output_mb : int
+        Output a cell may produce (streams, displays, errors) before it is interrupted
+        and :class:`~kernel_bridge.errors.OutputTooLarge` is raised, in MiB.
+    message_mb : int
+        Largest single message the worker accepts from a kernel, in MiB; a larger one is
+        dropped unread and reported as :class:`~kernel_bridge.errors.OutputTooLarge`.
+    uid_base : int
+        First host user id handed to kernels when the worker runs as root (one per kernel).
+    uid_count : int
+        How many user ids from ``uid_base`` on may be used (most kernels at once).
+    """
+
+    memory_mb: int = 4096
+    processes: int = 256
+    cpu_seconds: int = 3600
+    file_size_mb: int = 1024
+    open_files: int = 1024
+    scratch_mb: int = 1024
+    output_mb: int = 32
+    message_mb: int = 64
+    uid_base: int = 200_000
+    uid_count: int = 10_000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _is_int(value) or value < 1:
+                raise _fail(f.name, f"must be a positive integer, got {value!r}")
+        if self.processes < 16:
+            raise _fail("processes", "a kernel needs at least 16 processes and threads")
+        if self.memory_mb < 512:
+            raise _fail("memory_mb", "a kernel needs at least 512 MiB")
+        if self.uid_base + self.uid_count > 2**31 - 2:
+            raise _fail("uid_base", "uid_base + uid_count must stay below 2**31 - 2")
+
+
+@dataclass
 class WorkerConfig:
     """Settings of one worker process.
 
@@ -277,6 +335,8 @@ class WorkerConfig:
         Seconds a disconnected session's kernels are kept for a resume.
     bulk_threshold : int
         Values larger than this many bytes travel as bulk transfers.
+    limits : SandboxLimits
+        Resource and output limits of each kernel (the ``[sandbox]`` table).
     """
 
     name: str
@@ -291,8 +351,11 @@ class WorkerConfig:
     sandbox: SandboxKind = "bwrap"
     session_grace: float = 300.0
     bulk_threshold: int = 1 * _MB
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.limits, SandboxLimits):
+            raise _fail("sandbox", "expected SandboxLimits")
         if not isinstance(self.name, str) or not _WORKER_NAME.fullmatch(self.name):
             raise _fail("name", f"{self.name!r} is not a valid worker name (letters, digits, _.-)")
         if not isinstance(self.host, str) or not self.host:
@@ -569,7 +632,10 @@ _COLUMN_KEYS: dict[str, _Key] = {
     "upper": _Key("upper", _as_number),
     "categories": _Key("categories", _as_str_list),
 }
-_TOP_LEVEL = frozenset({"worker", "assets"})
+_SANDBOX_KEYS: dict[str, _Key] = {
+    f.name: _Key(f.name, _as_int) for f in dataclasses.fields(SandboxLimits)
+}
+_TOP_LEVEL = frozenset({"worker", "assets", "sandbox"})
 _REQUIRED_WORKER = ("name", "state")
 
 
@@ -676,5 +742,9 @@ def _parse_document(doc: Mapping[str, Any], base: Path) -> WorkerConfig:
         name: _parse_asset(name, raw, base)
         for name, raw in _table(doc.get("assets", {}), "assets").items()
     }
+    if "sandbox" in doc:
+        limits = _convert(_table(doc["sandbox"], "sandbox"), _SANDBOX_KEYS, "sandbox", base)
+        with _within("sandbox"):
+            worker["limits"] = SandboxLimits(**limits)
     with _within("worker"):
         return WorkerConfig(assets=assets, **worker)

@@ -1,10 +1,17 @@
 """One real ipykernel per session and side, hosted through jupyter_client.
 
 :class:`KernelHost` starts a kernel lazily (sandboxed unless the worker runs
-with ``--unsafe-no-sandbox``), installs the agent, and offers three calls:
-:meth:`KernelHost.request` (agent requests on the shell channel),
-:meth:`KernelHost.execute` (a scientist cell; every iopub message is collected
-for the gate, none is forwarded) and :meth:`KernelHost.interrupt`.
+with ``--unsafe-no-sandbox``, see :mod:`.sandbox`), installs the agent, and
+offers three calls: :meth:`KernelHost.request` (agent requests on the shell
+channel), :meth:`KernelHost.execute` (a scientist cell; every iopub message is
+collected for the gate, none is forwarded) and :meth:`KernelHost.interrupt`.
+
+What the worker takes from a kernel is bounded, since the kernel runs hostile
+code: ZeroMQ refuses any single message larger than ``message_mb`` (it is
+dropped before it is read; the dropped connection is noticed and reported as
+:class:`~kernel_bridge.errors.OutputTooLarge`), and a cell's collected outputs
+stop at ``output_mb``: past it further output is dropped, the cell is
+interrupted and :class:`~kernel_bridge.errors.OutputTooLarge` is raised.
 """
 
 from __future__ import annotations
@@ -20,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq
+import zmq.asyncio
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
+from zmq.utils.monitor import parse_monitor_message
 
-from ..errors import ExecutionTimeout, KernelDied, SandboxUnavailable
+from ..errors import ExecutionTimeout, KernelDied, OutputTooLarge
 from ..kernel.arena import Arena
 from . import sandbox
+from .config import SandboxLimits
 
 log = logging.getLogger("syftlab.worker")
 
@@ -34,6 +45,23 @@ OUTPUT_TYPES = frozenset(
     {"stream", "display_data", "execute_result", "error", "update_display_data",
      "comm_open", "comm_msg", "comm_close", "clear_output"}
 )
+
+
+_MB = 2**20
+#: Seconds a cell past its output cap may run on before it is interrupted (and as long
+#: again before its kernel is restarted).
+OVERFLOW_GRACE = 3.0
+
+
+class _KernelManager(AsyncKernelManager):
+    """A manager whose connection file the kernel's own uid may read."""
+
+    kernel_uid: int | None = None
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.kernel_uid is not None:
+            sandbox.give_to(Path(self.connection_file), self.kernel_uid)
 
 
 @dataclass
@@ -65,6 +93,8 @@ class KernelHost:
         Threads per kernel process.
     bulk_threshold : int
         Values at least this large travel through the shared-memory arena.
+    limits : SandboxLimits, optional
+        Resource and output limits (the defaults when omitted).
     """
 
     def __init__(
@@ -75,6 +105,7 @@ class KernelHost:
         threads: int = 1,
         bulk_threshold: int = 1 << 20,
         startup_timeout: float = 60.0,
+        limits: SandboxLimits | None = None,
     ) -> None:
         self.kind = kind
         self.hide = hide
@@ -82,6 +113,7 @@ class KernelHost:
         self.threads = threads
         self.bulk_threshold = bulk_threshold
         self.startup_timeout = startup_timeout
+        self.limits = limits or SandboxLimits()
         self.lock = asyncio.Lock()
         self.generation = 0
         self._start_lock = asyncio.Lock()
@@ -92,6 +124,13 @@ class KernelHost:
         self._iopub_task: asyncio.Task[None] | None = None
         self._collect: dict[str, list[dict[str, Any]]] = {}
         self._idle: dict[str, asyncio.Event] = {}
+        self._used: dict[str, int] = {}  # output bytes collected per cell
+        self._overflow: dict[str, float] = {}  # cells whose output passed the cap: when
+        self._interrupted: set[str] = set()  # ... and that were interrupted for it
+        self._dropped = False  # a shell message was refused as too large
+        self._drops = 0  # iopub connections dropped (each a message past the size limit)
+        self._lease: sandbox.UidLease | None = None
+        self._watchers: list[asyncio.Task[None]] = []
 
     @property
     def started(self) -> bool:
@@ -102,23 +141,43 @@ class KernelHost:
             if self._km is None:
                 await self._start()
 
+    @property
+    def message_limit(self) -> int:
+        """Largest single message accepted from the kernel, in bytes."""
+        return max(self.limits.message_mb * _MB, 2 * self.bulk_threshold + _MB)
+
     async def _start(self) -> None:
-        if self.sandboxed and sandbox.bwrap_path() is None:
-            raise SandboxUnavailable(
-                "bubblewrap (bwrap) is not available, so kernels cannot be sandboxed; install "
-                "it (apt-get install bubblewrap) or run the worker with --unsafe-no-sandbox"
-            )
+        if self.sandboxed:
+            # Probes the sandbox from inside once per worker; raises SandboxUnavailable.
+            await asyncio.to_thread(sandbox.ensure_available, self.limits)
+            self._lease = sandbox.lease_uid(self.limits)
+        try:
+            await self._launch()
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def _launch(self) -> None:
         # /dev/shm keeps the arena in memory; short paths keep socket names < 108 bytes.
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self._ipc_dir = Path(tempfile.mkdtemp(prefix=f"syk-{self.kind[0]}-", dir=base))
         arena_path = self._ipc_dir / "arena"
+        self.arena = Arena(str(arena_path))
+        km = _KernelManager(transport="ipc", ip=str(self._ipc_dir / "k"))
+        launch: sandbox.Launch | None = None
         if self.sandboxed:
-            argv = sandbox.kernel_argv(self._ipc_dir, self.hide, self.threads)
+            assert self._lease is not None
+            uid = self._lease.uid
+            sandbox.give_to(self._ipc_dir, uid)
+            sandbox.give_to(arena_path, uid)
+            km.kernel_uid = uid if sandbox.is_root() else None
+            launch = sandbox.prepare(self._ipc_dir, self.hide, self.threads,
+                                     limits=self.limits, uid=uid)
+            argv = launch.argv
         else:
             argv = sandbox.unsandboxed_argv()
         # The kernel inherits nothing from the worker's environment (it may hold secrets).
         env = sandbox.sandbox_env(self.threads)
-        km = AsyncKernelManager(transport="ipc", ip=str(self._ipc_dir / "k"))
         km.connection_file = str(self._ipc_dir / "kernel.json")
         km._kernel_spec = KernelSpec(  # a private spec: never written to the kernelspec path
             argv=argv,
@@ -128,17 +187,27 @@ class KernelHost:
             env=env,
         )
         t0 = time.perf_counter()
-        await km.start_kernel(env=dict(env))
-        kc = km.client()
+        self._km = km
+        try:
+            if launch is not None:
+                await km.start_kernel(env=dict(env), pass_fds=launch.fds)
+            else:
+                await km.start_kernel(env=dict(env))
+        finally:
+            if launch is not None:
+                launch.close()
+        # No single message from the kernel may be larger than the limit (ZMQ_MAXMSGSIZE).
+        ctx = zmq.asyncio.Context()
+        ctx.setsockopt(zmq.MAXMSGSIZE, self.message_limit)
+        kc = km.client(context=ctx)
         kc.start_channels()
+        self._kc = kc
+        self._watchers = [asyncio.create_task(self._watch(kc.shell_channel.socket, "shell")),
+                          asyncio.create_task(self._watch(kc.iopub_channel.socket, "iopub"))]
         try:
             await kc.wait_for_ready(timeout=self.startup_timeout)
         except RuntimeError as exc:
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
             raise KernelDied(f"the {self.kind} kernel did not start: {exc}") from exc
-        self._km, self._kc = km, kc
-        self.arena = Arena(str(arena_path))
         self._iopub_task = asyncio.create_task(self._read_iopub())
         boot = (
             "import kernel_bridge.kernel.agent as _syft_agent\n"
@@ -151,11 +220,51 @@ class KernelHost:
         log.info("%s kernel ready in %.2fs (sandboxed=%s)", self.kind,
                  time.perf_counter() - t0, self.sandboxed)
 
+    async def _watch(self, sock: zmq.asyncio.Socket, channel: str) -> None:
+        """Notice connections ZeroMQ dropped (a message past the size limit, or a dead kernel)."""
+        mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            while True:
+                event = parse_monitor_message(await mon.recv_multipart())
+                if event["event"] != zmq.EVENT_DISCONNECTED:
+                    continue
+                log.warning("%s kernel: %s connection dropped (a message past %d MiB, or "
+                            "the kernel died)", self.kind, channel, self.message_limit // _MB)
+                if channel == "shell":
+                    self._dropped = True
+                else:
+                    self._drops += 1
+                for msg_id in list(self._collect):
+                    self._overflow_cell(msg_id)
+                # ZeroMQ does not reconnect after a protocol error (the oversized message).
+                endpoint = event.get("endpoint")
+                url = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disconnect(url)
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.connect(url)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket closed under us on shutdown
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                sock.disable_monitor()
+            mon.close(linger=0)
+
+    def _overflow_cell(self, msg_id: str) -> None:
+        """Stop collecting a cell's outputs (the wait for its reply interrupts it)."""
+        if msg_id in self._overflow or msg_id not in self._collect:
+            return
+        self._overflow[msg_id] = time.monotonic()
+        self._collect[msg_id].clear()
+
     async def _read_iopub(self) -> None:
         kc = self._kc
+        sock, session = kc.iopub_channel.socket, kc.session
         while True:
             try:
-                msg = await kc.get_iopub_msg()
+                frames = await sock.recv_multipart(copy=False)
             except asyncio.CancelledError:
                 raise
             except Exception:  # channel closed on shutdown
@@ -163,21 +272,58 @@ class KernelHost:
                 if self._kc is not kc:
                     return
                 continue
-            parent = msg.get("parent_header", {}).get("msg_id")
-            sink = self._collect.get(parent)
-            if sink is None:
-                continue  # not a cell we run (agent status chatter, background threads)
-            mtype = msg["msg_type"]
-            if mtype == "status" and msg["content"].get("execution_state") == "idle":
+            try:
+                self._on_iopub(session, frames)
+            except Exception:  # a malformed message from the kernel: dropped
+                log.debug("%s kernel: malformed iopub message dropped", self.kind)
+
+    def _on_iopub(self, session: Any, frames: list[Any]) -> None:
+        """Collect one iopub message for its cell, counting raw bytes before decoding any."""
+        _, parts = session.feed_identities(frames, copy=False)
+        if len(parts) < 5:
+            return
+        # parts: signature, header, parent header, metadata, content, buffers...
+        if len(parts[2].buffer) > 64 * 1024 or len(parts[1].buffer) > 64 * 1024:
+            return
+        parent = session.unpack(parts[2].bytes).get("msg_id")
+        sink = self._collect.get(parent)
+        if sink is None:
+            return  # not a cell we run (agent status chatter, background threads)
+        mtype = session.unpack(parts[1].bytes).get("msg_type")
+        if mtype == "status":
+            if len(parts[4].buffer) <= 64 * 1024 and \
+                    session.unpack(parts[4].bytes).get("execution_state") == "idle":
                 self._idle[parent].set()
-            elif mtype in OUTPUT_TYPES:
-                sink.append({"msg_type": mtype, "content": msg["content"],
-                             "buffers": [bytes(b) for b in msg.get("buffers") or []]})
+        elif mtype in OUTPUT_TYPES and parent not in self._overflow:
+            used = self._used.get(parent, 0) + sum(len(p.buffer) for p in parts[3:])
+            self._used[parent] = used
+            if used > self.limits.output_mb * _MB:
+                self._overflow_cell(parent)
+                return
+            msg = session.deserialize(parts, content=True, copy=False)
+            sink.append({"msg_type": mtype, "content": msg["content"],
+                         "buffers": [bytes(b) for b in msg.get("buffers") or []]})
 
     async def _shell_reply(self, msg_id: str, timeout: float | None) -> dict[str, Any]:
-        """Wait for the shell reply to ``msg_id``, noticing a dead kernel."""
+        """Wait for the shell reply to ``msg_id``, noticing a dead kernel.
+
+        A cell whose output passed the cap may finish for :data:`OVERFLOW_GRACE`
+        seconds, is then interrupted, and restarted after as long again.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            since = self._overflow.get(msg_id)
+            if since is not None and time.monotonic() - since > OVERFLOW_GRACE:
+                if msg_id not in self._interrupted:
+                    self._interrupted.add(msg_id)
+                    await self.interrupt()
+                elif time.monotonic() - since > 2 * OVERFLOW_GRACE:
+                    await self.restart()
+                    raise KernelDied(
+                        f"the cell's output passed the worker's limit of "
+                        f"{self.limits.output_mb} MiB and the cell did not stop when "
+                        "interrupted; the kernel was restarted and its variables are gone"
+                    )
             step = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
             try:
                 reply: dict[str, Any] = await self._kc.get_shell_msg(timeout=step)
@@ -187,6 +333,15 @@ class KernelHost:
                     raise
                 if self._km is None or not await self._km.is_alive():
                     await self._died()
+                if self._dropped:
+                    await asyncio.sleep(0.5)  # a dying kernel also drops its connections
+                    if self._km is None or not await self._km.is_alive():
+                        await self._died()
+                    self._dropped = False
+                    raise OutputTooLarge(
+                        f"the {self.kind} kernel sent a reply larger than "
+                        f"{self.message_limit // _MB} MiB; it was dropped unread"
+                    ) from None
                 if deadline is not None and time.monotonic() >= deadline:
                     raise ExecutionTimeout(
                         f"no reply from the {self.kind} kernel within {timeout:g}s"
@@ -199,8 +354,8 @@ class KernelHost:
         log.warning("%s kernel died; restarting", self.kind)
         await self.restart()
         raise KernelDied(
-            f"the {self.kind} kernel died (out of memory, a crash, or exit()); it was "
-            "restarted and its variables are gone"
+            f"the {self.kind} kernel died (out of memory, past a resource limit, a crash, or "
+            "exit()); it was restarted and its variables are gone"
         )
 
     async def request(
@@ -235,7 +390,9 @@ class KernelHost:
         msg_id = kc.execute(code, silent=silent, store_history=not silent,
                             user_expressions=user_expressions or {}, allow_stdin=False)
         self._collect[msg_id] = []
+        self._used[msg_id] = 0
         self._idle[msg_id] = asyncio.Event()
+        drops = self._drops
         t0 = time.perf_counter()
         status = "ok"
         try:
@@ -252,9 +409,17 @@ class KernelHost:
                         "it was restarted and its variables are gone"
                     ) from None
                 status = "timeout"
-            # Outputs come on iopub; the idle status closes them.
+            # Outputs come on iopub; the idle status closes them (it may be lost with
+            # a message ZeroMQ dropped).
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle[msg_id].wait(), 5.0)
+                await asyncio.wait_for(self._idle[msg_id].wait(),
+                                       1.0 if msg_id in self._overflow else 5.0)
+            if msg_id in self._overflow or self._drops != drops:
+                raise OutputTooLarge(
+                    f"the cell's output passed the worker's limit of {self.limits.output_mb} "
+                    "MiB; what came past the limit was dropped (and the cell interrupted if "
+                    "it did not end by itself)"
+                )
             content = reply["content"]
             ename = content.get("ename") if content.get("status") == "error" else None
             if status == "ok":
@@ -278,6 +443,9 @@ class KernelHost:
         finally:
             self._collect.pop(msg_id, None)
             self._idle.pop(msg_id, None)
+            self._used.pop(msg_id, None)
+            self._overflow.pop(msg_id, None)
+            self._interrupted.discard(msg_id)
 
     async def interrupt(self) -> None:
         """Interrupt whatever the kernel runs (through the control channel)."""
@@ -297,11 +465,20 @@ class KernelHost:
         if self._iopub_task is not None:
             self._iopub_task.cancel()
             self._iopub_task = None
+        for task in self._watchers:
+            task.cancel()
+        self._watchers = []
+        self._dropped = False
         if kc is not None:
             kc.stop_channels()
+            with contextlib.suppress(Exception):
+                kc.context.destroy(linger=0)
         if km is not None:
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
+        if self._lease is not None:  # the kernel's processes are gone: its uid is free
+            self._lease.release()
+            self._lease = None
         if self.arena is not None:
             self.arena.close()
             self.arena = None

@@ -242,7 +242,8 @@ class WorkerServer:
             if s is not None and s.scientist == scientist and resume.get("key") == s.resume_key:
                 return s, True
         s = Session(scientist, self._hide, sandboxed=self.sandboxed,
-                    threads=self.config.threads, bulk_threshold=self.config.bulk_threshold)
+                    threads=self.config.threads, bulk_threshold=self.config.bulk_threshold,
+                    limits=self.config.limits)
         self.sessions[s.id] = s
         self.store.add_session(s.id, scientist)
         return s, False

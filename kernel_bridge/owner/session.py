@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnknownObject
+from .config import SandboxLimits
 from .kernels import KernelHost
 from .ordering import Sequencer
 
@@ -103,7 +104,7 @@ class Session:
     """
 
     def __init__(self, scientist: str, hide: list[Path], *, sandboxed: bool, threads: int,
-                 bulk_threshold: int) -> None:
+                 bulk_threshold: int, limits: SandboxLimits | None = None) -> None:
         self.id = new_id("s")
         self.scientist = scientist
         self.resume_key = secrets.token_urlsafe(24)
@@ -111,7 +112,7 @@ class Session:
         self.lineage: list[dict[str, Any]] = []
         self.kernels = {
             kind: KernelState(KernelHost(kind, hide, sandboxed=sandboxed, threads=threads,
-                                         bulk_threshold=bulk_threshold))
+                                         bulk_threshold=bulk_threshold, limits=limits))
             for kind in KERNELS
         }
         self.order = Sequencer()
