@@ -11,13 +11,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from typing import Any
 from urllib.parse import urlparse
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..errors import ConnectionLost, FrameTooLarge, ProtocolError, SyftError, from_wire
+from ..errors import (
+    CertificateMismatch,
+    ConnectionLost,
+    FrameTooLarge,
+    ProtocolError,
+    SyftError,
+    from_wire,
+)
 from ..wire import bulk, codec, frames, tls
 
 log = logging.getLogger("syftlab.client")
@@ -67,9 +75,15 @@ class Connection:
 
     async def open(self, resume: bool = False) -> dict[str, Any]:
         """Connect and say hello; with ``resume`` try to get the previous session back."""
-        ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
-                           open_timeout=self.open_timeout, ping_interval=20, ping_timeout=60,
-                           ssl=self._ssl)
+        try:
+            ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
+                               open_timeout=self.open_timeout, ping_interval=20,
+                               ping_timeout=60, ssl=self._ssl)
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateMismatch(
+                f"the worker at {self.url} has a TLS certificate no authority vouches for "
+                f"({exc.verify_message}); pass the fingerprint the data owner gave you "
+                "(kb.connect(url, token, fingerprint='sha256:...'))") from None
         if self._ssl is not None:
             try:  # the pin is checked before the token leaves
                 tls.check_peer(ws.transport.get_extra_info("ssl_object"), self.fingerprint,

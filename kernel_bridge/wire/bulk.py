@@ -267,6 +267,8 @@ class BulkServer:
                 if not t.done.done():
                     t.done.set_result(buf)
         except Exception as exc:
+            # Without its traceback: the frames it holds would keep a partial upload alive.
+            exc = exc.with_traceback(None)
             if t is not None and not t.done.done():
                 t.done.set_exception(exc)
             if t is not None and t.mode == "U":
@@ -332,8 +334,13 @@ def upload(host: str, port: int, ticket: bytes, pieces: Sequence[Any],
     """Send a frame's pieces against an upload ticket (blocking; TLS as :func:`download`)."""
     views = [memoryview(p).cast("B") for p in pieces]
     with _connect(host, port, timeout, ssl_context, fingerprint) as sock:
-        sock.sendall(b"U" + ticket + _LEN.pack(sum(v.nbytes for v in views)))
-        for v in views:
-            sock.sendall(v)
-        if _recv_exact(sock, 1) != b"\x01":
-            raise ProtocolError("the worker did not confirm the upload")
+        try:
+            sock.sendall(b"U" + ticket + _LEN.pack(sum(v.nbytes for v in views)))
+            for v in views:
+                sock.sendall(v)
+            confirmed = _recv_exact(sock, 1) == b"\x01"
+        except (OSError, ProtocolError):
+            confirmed = False
+        if not confirmed:
+            raise ProtocolError("the worker did not accept the upload (larger than its "
+                                "ticket, expired, or the connection broke)")
