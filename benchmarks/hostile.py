@@ -10,6 +10,8 @@ p99 (goal: at most 1.5x); any error of a scientist fails the benchmark.
 
 ``--quick`` runs 5 scientists for 10 s; ``--scientists`` and ``--seconds`` set
 both (``python -m benchmarks --only hostile --scientists 20 --seconds 60``).
+``SYFTLAB_HOSTILE_ATTACKS=preauth,junk,uploads,output`` picks the attacks (all by
+default), to see what each costs.
 """
 
 from __future__ import annotations
@@ -171,7 +173,10 @@ class Hostile:
                 self._count("output cell failed")
 
     def __enter__(self) -> Hostile:
-        for fn in (self._preauth, self._junk, self._uploads, self._output):
+        attacks = {"preauth": self._preauth, "junk": self._junk, "uploads": self._uploads,
+                   "output": self._output}
+        chosen = os.environ.get("SYFTLAB_HOSTILE_ATTACKS", ",".join(attacks)).split(",")
+        for fn in (attacks[a.strip()] for a in chosen if a.strip()):
             th = threading.Thread(target=fn, daemon=True, name=f"hostile-{fn.__name__}")
             th.start()
             self._threads.append(th)

@@ -705,6 +705,8 @@ class _Decoder:
         self.items = 0
 
     def unpack(self, data: Any) -> Any:
+        if len(data) > _STREAM_ABOVE and _costly_bytes(data) > _STREAM_ABOVE:
+            return _stream_unpack(bytes(data))
         return msgpack.unpackb(
             data,
             raw=False,
@@ -1104,7 +1106,7 @@ def check_cost(header: bytes | bytearray | memoryview, max_containers: int = MAX
         More containers than ``max_containers``, or a header too malformed to count.
     """
     data = bytes(header)
-    costly = int(np.count_nonzero(_COSTLY_FIRST[np.frombuffer(data, dtype=np.uint8)]))
+    costly = _costly_bytes(data)
     if costly <= max_containers:
         return costly  # every such byte counted, even those inside strings: an upper bound
     try:
@@ -1113,6 +1115,49 @@ def check_cost(header: bytes | bytearray | memoryview, max_containers: int = MAX
         raise
     except Exception as exc:
         raise _bad(f"header cannot be walked ({type(exc).__name__})") from exc
+
+
+def _costly_bytes(data: bytes | bytearray | memoryview) -> int:
+    """How many bytes of ``data`` could start a container or extension (an upper bound)."""
+    return int(np.count_nonzero(_COSTLY_FIRST[np.frombuffer(data, dtype=np.uint8)]))
+
+
+#: msgpack data with more possible containers than this is built piecewise.
+_STREAM_ABOVE = 2048
+
+
+def _stream_unpack(data: bytes) -> Any:
+    """What ``msgpack.unpackb`` (with :class:`_Pairs` for maps) gives, built one
+    container at a time, so that other threads run in between: ``unpackb`` holds
+    the interpreter for its whole call, about a microsecond per container."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
+                                object_pairs_hook=_Pairs, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    end = len(data)
+
+    def read(depth: int) -> Any:
+        if depth > MAX_DEPTH + 1:
+            raise CodecError(f"value nests containers more than {MAX_DEPTH} deep")
+        pos = unpacker.tell()
+        if pos >= end:
+            raise _bad("header truncated")
+        first = data[pos]
+        if first in _ARRAY_FIRST:
+            n = unpacker.read_array_header()
+            if n > MAX_ITEMS:
+                raise CodecError(f"value holds more than {MAX_ITEMS} container items")
+            return [read(depth + 1) for _ in range(n)]
+        if first in _MAP_FIRST:
+            n = unpacker.read_map_header()
+            if n > MAX_ITEMS:
+                raise CodecError(f"value holds more than {MAX_ITEMS} container items")
+            return _Pairs([(read(depth + 1), read(depth + 1)) for _ in range(n)])
+        return unpacker.unpack()
+
+    value = read(0)
+    if unpacker.tell() != end:
+        raise _bad("extra bytes after the value")
+    return value
 
 
 def _count_containers(data: bytes, limit: int, depth: int) -> int:
