@@ -172,24 +172,52 @@ class Hostile:
             except Exception:
                 self._count("output cell failed")
 
-    def __enter__(self) -> Hostile:
-        attacks = {"preauth": self._preauth, "junk": self._junk, "uploads": self._uploads,
-                   "output": self._output}
-        chosen = os.environ.get("SYFTLAB_HOSTILE_ATTACKS", ",".join(attacks)).split(",")
-        for fn in (attacks[a.strip()] for a in chosen if a.strip()):
+    def start(self, attacks: list[str]) -> None:
+        table = {"preauth": self._preauth, "junk": self._junk, "uploads": self._uploads,
+                 "output": self._output}
+        for fn in (table[a] for a in attacks):
             th = threading.Thread(target=fn, daemon=True, name=f"hostile-{fn.__name__}")
             th.start()
             self._threads.append(th)
+
+
+def _hostile_main(url: str, token: str, attacks: list[str], stop: Any, counts: Any) -> None:
+    """The hostile client's process: attack until ``stop`` is set, then report counts."""
+    h = Hostile(url, token)
+    h.start(attacks)
+    stop.wait()
+    h.stop.set()
+    counts.put(dict(h.counts))
+
+
+class HostileProcess:
+    """The hostile client in a process of its own, so that its threads do not share
+    the scientists' interpreter lock (the measurement is the worker's, not ours)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        attacks = [a.strip() for a in os.environ.get(
+            "SYFTLAB_HOSTILE_ATTACKS", "preauth,junk,uploads,output").split(",") if a.strip()]
+        self._stop = ctx.Event()
+        self._counts = ctx.Queue()
+        self._proc = ctx.Process(target=_hostile_main, daemon=True,
+                                 args=(url, token, attacks, self._stop, self._counts))
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> HostileProcess:
+        self._proc.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for th in self._threads:
-            th.join(60)
+        self._stop.set()
         try:
-            self.w.close()
-        except Exception:
-            pass
+            self.counts = self._counts.get(timeout=120)
+        finally:
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self._proc.kill()
 
 
 def _phase(scientists: list[Scientist], seconds: float) -> dict[str, list[float]]:
@@ -241,10 +269,11 @@ def hostile_load(cfg: Config) -> Result:
                 for s in scientists:
                     s.errors.clear()
                 calm = _phase(scientists, seconds)
-                with Hostile(w.process.url, evil_token) as evil:
-                    time.sleep(1.0)  # let the flood start
+                evil = HostileProcess(w.process.url, evil_token)
+                with evil:
+                    time.sleep(3.0)  # let the flood start (the process imports first)
                     attacked = _phase(scientists, seconds)
-                    flood = dict(evil.counts)
+                flood = dict(evil.counts)
                 errors = [e for s in scientists for e in s.errors]
             finally:
                 for s in scientists:

@@ -36,6 +36,11 @@ HANDSHAKE_TIMEOUT = 10.0
 INLINE_DECODE_BYTES = 4 * 1024
 #: Threads decoding large frames; a client waits for its own frame before sending more.
 DECODE_THREADS = 2
+#: Containers a hello may hold (it needs about ten).
+PREAUTH_MAX_CONTAINERS = 256
+#: After a frame decoded in the pool, its sender's next large frame waits this many
+#: times as long: decoding one scientist's frames takes at most 1/(1 + x) of a thread.
+DECODE_PENALTY = 4.0
 #: Longest cell timeout a client may ask for, seconds.
 MAX_RUN_TIMEOUT = 7 * 86400.0
 #: Longest wait for a request decision in one call, seconds.
@@ -95,9 +100,20 @@ class Decoder:
 
     def __init__(self, threads: int = DECODE_THREADS) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="syftlab-decode")
+        self._not_before: dict[str, float] = {}
 
-    async def message(self, raw: Any, limit: int) -> dict[str, Any]:
+    async def message(self, raw: Any, limit: int, sender: str | None = None) -> dict[str, Any]:
         """One client message: a map with an ``op`` string.
+
+        Parameters
+        ----------
+        raw : bytes or str
+            The frame as received.
+        limit : int
+            Largest frame accepted.
+        sender : str or None
+            The scientist who sent it; None before authentication (a hello, which
+            may then hold only :data:`PREAUTH_MAX_CONTAINERS` containers).
 
         Raises
         ------
@@ -107,12 +123,26 @@ class Decoder:
         """
         if isinstance(raw, str):
             raise MalformedFrame("text frames are not part of the protocol; send binary frames")
+        containers = codec.MAX_CONTAINERS if sender is not None else PREAUTH_MAX_CONTAINERS
         if len(raw) <= INLINE_DECODE_BYTES:
-            msg = decode_message(raw, limit)
-        else:
-            loop = asyncio.get_running_loop()
-            msg = await loop.run_in_executor(self._pool, decode_message, raw, limit)
-        return msg
+            return decode_message(raw, limit, containers, check=sender is None)
+        loop = asyncio.get_running_loop()
+        key = sender or ""
+        wait = self._not_before.get(key, 0.0) - loop.time()
+        if wait > 0:  # this sender's earlier frames cost a lot: its turn comes later
+            await asyncio.sleep(min(wait, 10.0))
+        t0 = loop.time()
+        try:
+            return await loop.run_in_executor(self._pool, decode_message, raw, limit,
+                                              containers, True)
+        finally:
+            now = loop.time()
+            spent = now - t0
+            if spent > 0.005:
+                self._not_before[key] = max(now, self._not_before.get(key, 0.0)) + \
+                    DECODE_PENALTY * spent
+            elif self._not_before.get(key, 0.0) < now:
+                self._not_before.pop(key, None)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the pool (other heavy checks of client data)."""
@@ -137,11 +167,13 @@ def validate_upload(data: bytearray) -> tuple[bytes, list[memoryview]]:
     return bytes(header), list(buffers)
 
 
-def decode_message(raw: bytes | bytearray | memoryview, limit: int | None) -> dict[str, Any]:
+def decode_message(raw: bytes | bytearray | memoryview, limit: int | None,
+                   max_containers: int = codec.MAX_CONTAINERS, check: bool = True
+                   ) -> dict[str, Any]:
     """Decode one frame (blocking) after checking what its header would cost."""
     header, buffers = frames.unpack(raw, limit=limit)
-    if len(header) > INLINE_DECODE_BYTES:
-        codec.check_cost(header)
+    if check:
+        codec.check_cost(header, max_containers)
     msg = codec.decode(header, buffers)
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
         raise MalformedFrame("a message is a map with an 'op' string")

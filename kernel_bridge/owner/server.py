@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -108,6 +109,8 @@ class WorkerServer:
             log.warning("!" * 72)
         cfg = self.config
         self._decoder = limits.Decoder()
+        # Decoding threads hand the interpreter back to the event loop within 1 ms.
+        sys.setswitchinterval(0.001)
         ssl_context = None
         self.tls_fingerprint: str | None = None
         if cfg.tls:
@@ -179,7 +182,7 @@ class WorkerServer:
         try:
             async for raw in ws:
                 try:
-                    msg = await self._decode(raw)
+                    msg = await self._decode(raw, sender=session.scientist)
                 except ProtocolError as exc:
                     await self._send(ws, {"re": None, "error": exc.to_wire()})
                     continue
@@ -193,9 +196,10 @@ class WorkerServer:
                 session.connection = None
                 session.detached_at = time.time()
 
-    async def _decode(self, raw: Any, limit: int | None = None) -> dict[str, Any]:
+    async def _decode(self, raw: Any, limit: int | None = None,
+                      sender: str | None = None) -> dict[str, Any]:
         """One client message; large frames are decoded off the event loop (limits.py)."""
-        return await self._decoder.message(raw, limit or self.config.frame_limit)
+        return await self._decoder.message(raw, limit or self.config.frame_limit, sender)
 
     async def _send(self, ws: ServerConnection, msg: dict[str, Any]) -> None:
         header, buffers = codec.encode(msg)
