@@ -34,6 +34,9 @@ PREAUTH_FRAME_LIMIT = 64 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: Frames up to this size are decoded on the event loop (their worst case is ~ms).
 INLINE_DECODE_BYTES = 4 * 1024
+#: Frames a connection may have received and not yet handed over (websockets stops
+#: reading past this), so a pipelining client holds at most this many frames in memory.
+MAX_QUEUED_FRAMES = 4
 #: Threads decoding large frames; a client waits for its own frame before sending more.
 DECODE_THREADS = 2
 #: Containers a hello may hold (it needs about ten).

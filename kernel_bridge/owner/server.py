@@ -124,7 +124,8 @@ class WorkerServer:
         self._server = await serve(
             self._connection, cfg.host, cfg.port, ssl=ssl_context,
             max_size=limits.PREAUTH_FRAME_LIMIT, open_timeout=limits.HANDSHAKE_TIMEOUT,
-            compression=None, ping_interval=20, ping_timeout=60,
+            max_queue=limits.MAX_QUEUED_FRAMES, compression=None, ping_interval=20,
+            ping_timeout=60,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
