@@ -316,3 +316,24 @@ def test_control_characters_never_reach_the_owners_terminal(
         assert not bad, bad
     assert "please" in listing and "approve" in listing and f"#{r.id}" in listing
     assert "hidden" in shown and "note = 1" in shown  # the text stays, only controls go
+
+
+def test_replacing_a_token_closes_sessions_opened_with_the_old_one(
+        alice: kb.Worker, connect_as: Callable[..., kb.Worker], owner: kb.Owner) -> None:
+    old = connect_as("avail-rotated")
+    assert old.ping() > 0
+    new_token = owner.add_token("avail-rotated")  # the old token stops working
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            old._call_once("ping", 2)
+        except (ConnectionLost, AuthenticationError):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("a session of the replaced token kept working")
+    fresh = kb.connect(alice.process.url, new_token, name="alice")
+    try:
+        assert fresh.ping() > 0
+    finally:
+        fresh.close()
