@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,21 @@ def test_cli_prints_the_fingerprint_the_worker_serves(tls_worker: kb.Worker) -> 
     log = tls_worker.process.log_path.read_text()
     assert fp in log  # the worker printed it when it started
     assert tls_worker._conn.info["tls"] == fp
+
+
+def test_tls_and_upload_settings_from_toml(tmp_path: Path) -> None:
+    from kernel_bridge.errors import ConfigError
+    from kernel_bridge.owner.config import WorkerConfig
+
+    toml = tmp_path / "w.toml"
+    toml.write_text('[worker]\nname = "w"\nstate = "st"\ntls = true\nupload_quota_mb = 10\n'
+                    'upload_quota_worker_mb = 20\nupload_ttl = 5\n')
+    cfg = WorkerConfig.from_toml(toml)
+    assert cfg.tls and cfg.tls_cert is None
+    assert (cfg.upload_quota, cfg.upload_quota_worker, cfg.upload_ttl) == (10 << 20, 20 << 20, 5)
+    toml.write_text('[worker]\nname = "w"\nstate = "st"\ntls_cert = "c.pem"\n')
+    with pytest.raises(ConfigError, match="tls_key"):
+        WorkerConfig.from_toml(toml)
+    toml.write_text('[worker]\nname = "w"\nstate = "st"\nupload_ttl = -1\n')
+    with pytest.raises(ConfigError, match="upload_ttl"):
+        WorkerConfig.from_toml(toml)
