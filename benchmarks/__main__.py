@@ -7,6 +7,7 @@ table; with ``--strict`` they also fail the run), 1 when one failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -15,7 +16,7 @@ import time
 from . import core
 
 #: Modules whose import registers benchmarks, in the order they run.
-MODULES = ("bridge", "magic", "dp", "widgets")
+MODULES = ("bridge", "magic", "dp", "widgets", "hostile")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a figure misses its goal")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--scientists", type=int, metavar="N",
+                        help="scientists of the hostile-load benchmark (default 20, quick 5)")
+    parser.add_argument("--seconds", type=float, metavar="S",
+                        help="seconds of each phase of the hostile-load benchmark "
+                             "(default 60, quick 10)")
     args = parser.parse_args(argv)
 
     for name in MODULES:
@@ -43,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     cfg = core.Config.make(args.quick)
+    if args.scientists is not None:
+        cfg = dataclasses.replace(cfg, hostile_scientists=args.scientists)
+    if args.seconds is not None:
+        cfg = dataclasses.replace(cfg, hostile_seconds=args.seconds)
     chosen = core.select(args.only)
 
     def progress(line: str) -> None:

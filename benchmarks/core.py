@@ -72,12 +72,15 @@ class Config:
     #: Size of a bulk transfer, and how many timed transfers (after one warm-up).
     transfer_bytes: int = 256 << 20
     transfers: int = 5
+    #: The hostile-load benchmark: scientists, and seconds of each phase (calm, attacked).
+    hostile_scientists: int = 20
+    hostile_seconds: float = 60.0
 
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
             return cls(quick=True, iterations=50, warmup=10, transfer_bytes=32 << 20,
-                       transfers=3)
+                       transfers=3, hostile_scientists=5, hostile_seconds=10.0)
         return cls()
 
 

@@ -43,12 +43,28 @@ class FrameTooLarge(ProtocolError):
     """A frame larger than the configured limit."""
 
 
+class QuotaExceeded(ProtocolError):
+    """A request for more than the worker allows at once (upload bytes or tickets).
+
+    ``data`` says which quota (``scope``: ``"session"`` or ``"worker"``), what was
+    asked and what is left; nothing was reserved.
+    """
+
+
 class VersionMismatch(ProtocolError):
     """Client and worker share no wire version."""
 
 
 class AuthenticationError(SyftError):
     """Missing, wrong or revoked token."""
+
+
+class CertificateMismatch(AuthenticationError):
+    """The worker's TLS certificate is not the one pinned by its fingerprint.
+
+    Nothing was sent to it (no token, no ticket): check the fingerprint with the
+    data owner (``syftlab tls fingerprint --state DIR`` on the worker's machine).
+    """
 
 
 class PermissionDenied(SyftError):
@@ -156,8 +172,10 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         UnsupportedType,
         MalformedFrame,
         FrameTooLarge,
+        QuotaExceeded,
         VersionMismatch,
         AuthenticationError,
+        CertificateMismatch,
         PermissionDenied,
         UnknownObject,
         UnknownAsset,

@@ -694,18 +694,20 @@ def test_bad_magic_version_and_lengths() -> None:
 def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
     for candidate in (data, MAGIC + bytes([1]) + data):
         try:
-            loads(candidate)
+            value = loads(candidate)
         except ProtocolError:
-            pass
+            continue
+        roundtrip(value)  # what decodes must survive its own round trip
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), st.lists(st.binary(max_size=40), max_size=3))
 def test_random_headers_raise_only_codec_errors(header: bytes, buffers: list[bytes]) -> None:
     try:
-        loads(pack_bytes(header, buffers))
+        value = loads(pack_bytes(header, buffers))
     except CodecError:
-        pass
+        return
+    roundtrip(value)
 
 
 msgpack_leaves = (
@@ -740,9 +742,10 @@ def test_structured_hostile_headers_raise_only_codec_errors(
     tree: Any, buffers: list[bytes]
 ) -> None:
     try:
-        decode(header_of(tree), buffers)
+        value = decode(header_of(tree), buffers)
     except CodecError:
-        pass
+        return
+    roundtrip(value)
 
 
 @settings(max_examples=200, deadline=None)
@@ -753,9 +756,10 @@ def test_corrupted_frames_raise_only_protocol_errors(value: Any, data: st.DataOb
         pos = data.draw(st.integers(0, len(frame) - 1))
         frame[pos] = data.draw(st.integers(0, 255))
     try:
-        loads(frame)
+        decoded = loads(frame)
     except ProtocolError:
-        pass
+        return
+    roundtrip(decoded)
 
 
 def test_corrupted_dataframe_frames_raise_only_protocol_errors() -> None:
@@ -767,9 +771,10 @@ def test_corrupted_dataframe_frames_raise_only_protocol_errors() -> None:
         for pos in rng.integers(0, len(frame), size=3):
             corrupt[pos] = int(rng.integers(0, 256))
         try:
-            loads(corrupt)
+            decoded = loads(corrupt)
         except ProtocolError:
-            pass
+            continue
+        roundtrip(decoded)
 
 
 def test_ndarray_shape_must_match_buffer() -> None:

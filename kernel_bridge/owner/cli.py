@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError, SyftError
+from .terminal import clean
 
 
 def _state_arg(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--exec-timeout", type=float, help="default cell timeout, seconds")
     w.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run kernels without bubblewrap (scientist code then sees everything)")
+    w.add_argument("--tls", action="store_true",
+                   help="serve wss:// with a self-signed certificate kept in the state dir "
+                        "(scientists pin its fingerprint)")
+    w.add_argument("--tls-cert", help="serve wss:// with this PEM certificate (and --tls-key)")
+    w.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    w.add_argument("--upload-quota-mb", type=float,
+                   help="upload bytes one session may have outstanding, MiB (default 4096)")
+    w.add_argument("--upload-quota-worker-mb", type=float,
+                   help="upload bytes all sessions may have outstanding, MiB (default 16384)")
+    w.add_argument("--upload-ttl", type=float,
+                   help="seconds an upload ticket lives (default 60)")
     w.add_argument("--ready-file", help=argparse.SUPPRESS)
     w.add_argument("-v", "--verbose", action="store_true")
 
@@ -104,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                      help="passed on to `jupyter lab` (e.g. --port 8889 --no-browser)")
 
+    tl_ = sub.add_parser("tls", help="the worker's TLS certificate")
+    tlsub = tl_.add_subparsers(dest="action", required=True)
+    tf = tlsub.add_parser("fingerprint", help="print the fingerprint scientists pin")
+    tf.add_argument("--cert", help="a PEM certificate (default: the state dir's own)")
+    tf.add_argument("--state", help="the worker's state directory")
+
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
     _state_arg(a)
@@ -130,6 +148,21 @@ def run_worker(args: argparse.Namespace) -> int:
         overrides["frame_limit"] = int(args.frame_limit_mb * 2**20)
     if args.unsafe_no_sandbox:
         overrides["sandbox"] = "none"
+    if args.tls or args.tls_cert or args.tls_key:
+        overrides["tls"] = True
+    if args.tls_cert or args.tls_key:
+        from pathlib import Path
+
+        if not (args.tls_cert and args.tls_key):
+            raise ConfigError("give both --tls-cert and --tls-key")
+        overrides["tls_cert"] = Path(args.tls_cert).resolve()
+        overrides["tls_key"] = Path(args.tls_key).resolve()
+    for flag, key in (("upload_quota_mb", "upload_quota"),
+                      ("upload_quota_worker_mb", "upload_quota_worker")):
+        if getattr(args, flag) is not None:
+            overrides[key] = int(getattr(args, flag) * 2**20)
+    if args.upload_ttl is not None:
+        overrides["upload_ttl"] = args.upload_ttl
     assets, mocks = parse_asset_flags(args.asset), parse_asset_flags(args.mock)
     if args.config:
         config = WorkerConfig.from_toml(args.config)
@@ -149,8 +182,11 @@ def run_worker(args: argparse.Namespace) -> int:
     server = WorkerServer(config)
 
     def ready(port: int) -> None:
-        url = f"ws://{config.host}:{port}"
+        url = f"{'wss' if config.tls else 'ws'}://{config.host}:{port}"
         print(f"syftlab worker {config.name!r} ready at {url}", flush=True)
+        if server.tls_fingerprint:
+            print(f"  TLS certificate fingerprint (scientists pin it): "
+                  f"{server.tls_fingerprint}", flush=True)
         print(f"  assets: {', '.join(server.assets) or '(none)'}; state: {config.state}",
               flush=True)
         print(f"  give a scientist a token: syftlab token add NAME --state {config.state}",
@@ -171,7 +207,7 @@ def run_token(args: argparse.Namespace) -> int:
         print(owner.add_token(args.scientist))
     elif args.action == "list":
         for t in owner.tokens():
-            print(f"{t['name']:<20} created {_when(t['created'])}"
+            print(f"{clean(t['name']):<20} created {_when(t['created'])}"
                   f"{'  REVOKED' if t['revoked'] else ''}")
     elif args.action == "revoke":
         if not owner.revoke_token(args.scientist):
@@ -190,30 +226,30 @@ def run_requests(args: argparse.Namespace) -> int:
         if not rows:
             print("no pending requests" if not args.all else "no requests")
         for r in rows:
-            print(f"#{r.id} [{r.status}] {r.scientist}: {r.value_type}, {human_size(r.size)}, "
-                  f"{_when(r.created)}  reason: {r.reason or '-'}")
-            code = r.code().splitlines()
+            print(clean(f"#{r.id} [{r.status}] {r.scientist}: {r.value_type}, "
+                        f"{human_size(r.size)}, {_when(r.created)}  reason: {r.reason or '-'}"))
+            code = clean(r.code()).splitlines()
             for line in code[-8:]:
                 print(f"    {line}")
             if len(code) > 8:
                 print(f"    ... ({len(code) - 8} earlier lines: requests show {r.id})")
     elif args.action == "show":
         r = owner.request(args.id)
-        print(f"request #{r.id} by {r.scientist} [{r.status}]"
-              + (f" reason for denial: {r.deny_reason}" if r.deny_reason else ""))
-        print(f"reason: {r.reason or '-'}")
-        print(f"value: {r.value_type}, {human_size(r.size)}, sha256 {r.sha256}")
+        print(clean(f"request #{r.id} by {r.scientist} [{r.status}]"
+                    + (f" reason for denial: {r.deny_reason}" if r.deny_reason else "")))
+        print(clean(f"reason: {r.reason or '-'}"))
+        print(clean(f"value: {r.value_type}, {human_size(r.size)}, sha256 {r.sha256}"))
         print("lineage:")
-        for line in r.code().splitlines():
+        for line in clean(r.code()).splitlines():
             print(f"    {line}")
         print("value:")
-        print(render_value(owner.value(args.id)))
+        print(clean(render_value(owner.value(args.id))))
     elif args.action == "approve":
         r = owner.approve(args.id)
-        print(f"approved request #{r.id} ({r.scientist})")
+        print(clean(f"approved request #{r.id} ({r.scientist})"))
     elif args.action == "deny":
         r = owner.deny(args.id, args.reason)
-        print(f"denied request #{r.id} ({r.scientist}): {args.reason}")
+        print(clean(f"denied request #{r.id} ({r.scientist}): {args.reason}"))
     return 0
 
 
@@ -245,7 +281,20 @@ def run_audit(args: argparse.Namespace) -> int:
     from .owner_api import Owner
 
     for e in Owner(args.state).audit(args.limit):
-        print(f"{_when(e['ts'])} {e['actor']:<12} {e['event']:<14} {e['detail']}")
+        print(clean(f"{_when(e['ts'])} {e['actor']:<12} {e['event']:<14} {e['detail']}"))
+    return 0
+
+
+def run_tls(args: argparse.Namespace) -> int:
+    from .tls import fingerprint_of_file, generated_paths
+
+    if args.cert:
+        cert = args.cert
+    elif args.state:
+        cert = generated_paths(args.state)[0]
+    else:
+        raise ConfigError("give the worker's --state directory or a --cert file")
+    print(fingerprint_of_file(cert))
     return 0
 
 
@@ -291,13 +340,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              unsafe_no_sandbox=args.unsafe_no_sandbox)
         if args.command == "audit":
             return run_audit(args)
+        if args.command == "tls":
+            return run_tls(args)
         if args.command == "budget":
             return run_budget(args)
         if args.command == "lab":
             return run_lab(args)
     except (SyftError, KeyError, ValueError) as exc:
         msg = exc.message if isinstance(exc, SyftError) else str(exc).strip("'\"")
-        print(f"syftlab: error: {msg}", file=sys.stderr)
+        print(clean(f"syftlab: error: {msg}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -337,6 +337,16 @@ class WorkerConfig:
         Values larger than this many bytes travel as bulk transfers.
     limits : SandboxLimits
         Resource and output limits of each kernel (the ``[sandbox]`` table).
+    upload_quota, upload_quota_worker : int
+        Upload bytes one session, and all sessions together, may have claimed
+        and not yet used at once (see :class:`~kernel_bridge.wire.bulk.UploadQuotas`).
+    upload_ttl : float
+        Seconds an upload ticket lives (plus time for its size at a slow rate).
+    tls : bool
+        Serve ``wss://`` (and TLS on the bulk port).
+    tls_cert, tls_key : Path or None
+        The owner's certificate and key (PEM); without them, with ``tls``, a
+        self-signed certificate is made once and kept in the state directory.
     """
 
     name: str
@@ -352,6 +362,12 @@ class WorkerConfig:
     session_grace: float = 300.0
     bulk_threshold: int = 1 * _MB
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    upload_quota: int = 4096 * _MB
+    upload_quota_worker: int = 16384 * _MB
+    upload_ttl: float = 60.0
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, SandboxLimits):
@@ -363,11 +379,20 @@ class WorkerConfig:
         if not _is_int(self.port) or not 0 <= self.port <= 65535:
             raise _fail("port", f"{self.port!r} is not a port number (0-65535)")
         self.state = Path(self.state)
-        for key in ("threads", "frame_limit", "bulk_threshold"):
+        for key in ("threads", "frame_limit", "bulk_threshold", "upload_quota",
+                    "upload_quota_worker"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
                 raise _fail(key, "must be a positive integer")
         if not _is_number(self.exec_timeout) or not self.exec_timeout > 0:
             raise _fail("exec_timeout", "must be a positive number of seconds")
+        if not _is_number(self.upload_ttl) or not 0 < self.upload_ttl < math.inf:
+            raise _fail("upload_ttl", "must be a positive number of seconds")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise _fail("tls_cert", "give both tls_cert and tls_key (or neither)")
+        if self.tls_cert is not None and self.tls_key is not None:
+            self.tls, self.tls_cert, self.tls_key = True, Path(self.tls_cert), Path(self.tls_key)
+        if not isinstance(self.tls, bool):
+            raise _fail("tls", "expected true or false")
         if not _is_number(self.session_grace) or not self.session_grace >= 0:
             raise _fail("session_grace", "must be a non-negative number of seconds")
         if self.sandbox not in SANDBOXES:
@@ -607,6 +632,12 @@ _WORKER_KEYS: dict[str, _Key] = {
     "sandbox": _Key("sandbox", _as_str),
     "session_grace": _Key("session_grace", _as_number),
     "bulk_threshold_mb": _Key("bulk_threshold", _as_megabytes),
+    "upload_quota_mb": _Key("upload_quota", _as_megabytes),
+    "upload_quota_worker_mb": _Key("upload_quota_worker", _as_megabytes),
+    "upload_ttl": _Key("upload_ttl", _as_number),
+    "tls": _Key("tls", _as_bool),
+    "tls_cert": _Key("tls_cert", _as_str, is_path=True),
+    "tls_key": _Key("tls_key", _as_str, is_path=True),
 }
 _ASSET_KEYS: dict[str, _Key] = {
     "path": _Key("path", _as_str, is_path=True),

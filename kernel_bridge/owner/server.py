@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +25,6 @@ from ..errors import (
     AuthenticationError,
     CodecError,
     KernelDied,
-    MalformedFrame,
     MethodNotAllowed,
     PermissionDenied,
     ProtocolError,
@@ -39,14 +39,15 @@ from ..errors import (
 from ..kernel.agent import meta_of
 from ..ops import allowlist
 from ..wire import codec, frames
-from ..wire.bulk import TICKET_TTL, BulkServer
+from ..wire.bulk import TICKET_TTL, BulkServer, UploadQuotas
 from ..wire.refs import PointerRef
-from . import gate
+from . import gate, limits, tls
 from .assets import Asset, load_assets
 from .config import WorkerConfig
 from .dp_service import DPService
+from .revocation import RevocationWatch
 from .session import CLEAN_KERNELS, RemoteObject, Session
-from .store import Store
+from .store import Store, hash_token
 
 log = logging.getLogger("syftlab.worker")
 
@@ -101,7 +102,6 @@ class WorkerServer:
             "dp_query": self.dp.op_dp_query,
             "budget": self.dp.op_budget,
         }
-        self._uploads: dict[bytes, asyncio.Future[Any]] = {}
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -110,18 +110,38 @@ class WorkerServer:
             log.warning("UNSAFE: kernels run WITHOUT a sandbox (--unsafe-no-sandbox). Scientist "
                         "code can read this worker's state and private files.")
             log.warning("!" * 72)
-        self.bulk = BulkServer(self.config.host)
+        cfg = self.config
+        self._decoder = limits.Decoder()
+        # Decoding threads hand the interpreter back to the event loop within 1 ms.
+        sys.setswitchinterval(0.001)
+        ssl_context = None
+        self.tls_fingerprint: str | None = None
+        if cfg.tls:
+            cert = tls.certificate(cfg.state, cfg.host, cfg.tls_cert, cfg.tls_key)
+            ssl_context, self.tls_fingerprint = cert.server_context(), cert.fingerprint
+        self.bulk = BulkServer(cfg.host, ssl_context=ssl_context, quotas=UploadQuotas(
+            session_bytes=cfg.upload_quota, worker_bytes=cfg.upload_quota_worker,
+            ttl=cfg.upload_ttl))
+        # Until a hello authenticates, a frame may be PREAUTH_FRAME_LIMIT bytes at most;
+        # _handshake raises the limit to frame_limit for that connection afterwards.
         self._server = await serve(
-            self._connection, self.config.host, self.config.port,
-            max_size=self.config.frame_limit, compression=None, ping_interval=20,
+            self._connection, cfg.host, cfg.port, ssl=ssl_context,
+            max_size=limits.PREAUTH_FRAME_LIMIT, open_timeout=limits.HANDSHAKE_TIMEOUT,
+            max_queue=limits.MAX_QUEUED_FRAMES, compression=None, ping_interval=20,
             ping_timeout=60,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         self._reaper = asyncio.create_task(self._reap_sessions())
-        self.store.audit("worker", "start", {"port": self.port, "sandboxed": self.sandboxed})
-        log.info("worker %s listening on ws://%s:%d (bulk port %d)", self.config.name,
-                 self.config.host, self.port, self.bulk.port)
+        self._revocation = RevocationWatch(self.store, self.sessions)
+        self._watchers = [asyncio.create_task(self._revocation.run()),
+                          asyncio.create_task(limits.every(1.0, self.bulk.expire))]
+        self.store.audit("worker", "start", {"port": self.port, "sandboxed": self.sandboxed,
+                                             "tls": self.tls_fingerprint})
+        scheme = "wss" if cfg.tls else "ws"
+        log.info("worker %s listening on %s://%s:%d (bulk port %d)%s", cfg.name, scheme,
+                 cfg.host, self.port, self.bulk.port,
+                 f"; TLS certificate {self.tls_fingerprint}" if cfg.tls else "")
 
     async def serve_forever(self, ready: Callable[[int], None] | None = None) -> None:
         await self.start()
@@ -166,7 +186,7 @@ class WorkerServer:
         try:
             async for raw in ws:
                 try:
-                    msg = self._decode(raw)
+                    msg = await self._decode(raw, sender=session.scientist)
                 except ProtocolError as exc:
                     await self._send(ws, {"re": None, "error": exc.to_wire()})
                     continue
@@ -180,13 +200,10 @@ class WorkerServer:
                 session.connection = None
                 session.detached_at = time.time()
 
-    def _decode(self, raw: Any) -> dict[str, Any]:
-        if isinstance(raw, str):
-            raise MalformedFrame("text frames are not part of the protocol; send binary frames")
-        msg = codec.loads(raw, limit=self.config.frame_limit)
-        if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
-            raise MalformedFrame("a message is a map with an 'op' string")
-        return msg
+    async def _decode(self, raw: Any, limit: int | None = None,
+                      sender: str | None = None) -> dict[str, Any]:
+        """One client message; large frames are decoded off the event loop (limits.py)."""
+        return await self._decoder.message(raw, limit or self.config.frame_limit, sender)
 
     async def _send(self, ws: ServerConnection, msg: dict[str, Any]) -> None:
         header, buffers = codec.encode(msg)
@@ -195,9 +212,9 @@ class WorkerServer:
 
     async def _handshake(self, ws: ServerConnection) -> Session | None:
         try:
-            raw = await asyncio.wait_for(ws.recv(), timeout=30)
+            raw = await asyncio.wait_for(ws.recv(), timeout=limits.HANDSHAKE_TIMEOUT)
             try:
-                msg = self._decode(raw)
+                msg = await self._decode(raw, limits.PREAUTH_FRAME_LIMIT)
             except VersionMismatch as exc:
                 await self._send_v1_error(ws, exc)
                 return None
@@ -214,11 +231,13 @@ class WorkerServer:
                 raise AuthenticationError("token missing, wrong or revoked; ask the data owner "
                                           "for one (syftlab token add NAME)")
             session, resumed = self._open_session(scientist, msg.get("resume"))
+            self._revocation.track(session, hash_token(msg["token"]))
         except (TimeoutError, SyftError, websockets.ConnectionClosed) as exc:
             if isinstance(exc, SyftError):
                 await self._send(ws, {"re": 0, "error": exc.to_wire()})
                 await ws.close(1008, type(exc).__name__)
             return None
+        ws.protocol.max_message_size = self.config.frame_limit  # authenticated from here on
         old = session.connection
         session.connection, session.detached_at = ws, None
         if old is not None and old is not ws:
@@ -229,6 +248,7 @@ class WorkerServer:
             "scientist": scientist, "bulk_port": self.bulk.port if self.bulk else 0,
             "bulk_threshold": self.config.bulk_threshold, "frame_limit": self.config.frame_limit,
             "server": f"syftlab {__version__}", "sandboxed": self.sandboxed,
+            "tls": self.tls_fingerprint,
         })
         return session
 
@@ -414,11 +434,10 @@ class WorkerServer:
 
     async def op_upload_ticket(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         assert self.bulk is not None
-        size = int(msg.get("size", 0))
-        if size > MAX_UPLOAD:
-            raise ProtocolError(f"uploads are limited to {MAX_UPLOAD} bytes")
-        ticket, fut = self.bulk.expect(size)
-        self._uploads[ticket] = fut
+        size = msg.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_UPLOAD:
+            raise ProtocolError(f"an upload 'size' is a number of bytes from 1 to {MAX_UPLOAD}")
+        ticket = self.bulk.expect(size, owner=session.id)  # QuotaExceeded when over
         return {"ticket": ticket, "port": self.bulk.port}
 
     async def op_send(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -430,13 +449,10 @@ class WorkerServer:
         """
         kernel = "mock" if msg.get("mock") else "clean"
         if "upload" in msg:
-            fut = self._uploads.pop(msg["upload"], None)
-            if fut is None:
-                raise ProtocolError("unknown upload ticket")
-            data = await asyncio.wait_for(fut, 120)
-            hdr, bufs = frames.unpack(memoryview(data), limit=None)
-            value_header, value_buffers = bytes(hdr), list(bufs)
-            codec.decode(value_header, value_buffers)  # validate before it reaches a kernel
+            assert self.bulk is not None
+            data = await self.bulk.take(msg["upload"], owner=session.id)
+            # Validate before it reaches a kernel, off the event loop (it may be large).
+            value_header, value_buffers = await self._decoder.run(limits.validate_upload, data)
         else:
             value_header, value_buffers = codec.encode(msg.get("value"))
         host = session.host(kernel)
@@ -715,8 +731,9 @@ class WorkerServer:
 
     async def op_wait_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         rid = msg.get("request")
-        timeout = float(msg.get("timeout") or 0)
-        deadline = time.monotonic() + max(0.0, min(timeout, 3600.0))
+        timeout = limits.timeout_arg(msg.get("timeout"), default=0.0,
+                                     maximum=limits.MAX_WAIT_TIMEOUT, allow_zero=True)
+        deadline = time.monotonic() + timeout
         while True:
             row = self._own_request(session, rid)
             if row.status != "pending" or time.monotonic() >= deadline:
@@ -754,8 +771,8 @@ class WorkerServer:
         if not isinstance(code, str):
             raise ProtocolError("'code' must be a string")
         kernel = "mock" if msg.get("mock") else "private"
-        timeout = msg.get("timeout")
-        timeout = float(timeout) if isinstance(timeout, int | float) else self.config.exec_timeout
+        timeout = limits.timeout_arg(msg.get("timeout"), default=self.config.exec_timeout,
+                                     maximum=limits.MAX_RUN_TIMEOUT)
         state = session.kernels[kernel]
         host = state.host
         candidates = gate.assigned_names(code)

@@ -157,6 +157,10 @@ class Store:
         rows = self.db.execute("SELECT name, created, revoked FROM tokens ORDER BY name")
         return [dict(r) for r in rows]
 
+    def active_token_hashes(self) -> set[str]:
+        """Hashes of the tokens not revoked (what live sessions are checked against)."""
+        return {str(r["hash"]) for r in self.db.execute("SELECT hash FROM tokens WHERE revoked=0")}
+
     def scientist_for(self, token: str) -> str | None:
         """The scientist a token belongs to, or None (constant-time compare)."""
         if not isinstance(token, str) or len(token) > 256:

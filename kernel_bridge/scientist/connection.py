@@ -11,14 +11,22 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from typing import Any
 from urllib.parse import urlparse
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..errors import ConnectionLost, FrameTooLarge, ProtocolError, SyftError, from_wire
-from ..wire import bulk, codec, frames
+from ..errors import (
+    CertificateMismatch,
+    ConnectionLost,
+    FrameTooLarge,
+    ProtocolError,
+    SyftError,
+    from_wire,
+)
+from ..wire import bulk, codec, frames, tls
 
 log = logging.getLogger("syftlab.client")
 
@@ -32,16 +40,26 @@ class Connection:
     Parameters
     ----------
     url : str
-        ``ws://host:port`` of the worker.
+        ``ws://host:port`` of the worker, or ``wss://`` when it serves TLS.
     token : str
         The scientist's token from the data owner.
+    fingerprint : str, optional
+        With ``wss://``: the SHA-256 fingerprint of the worker's certificate, as
+        the data owner gave it (``sha256:...``). The certificate is checked
+        against it before the token is sent; without it, the system's
+        certificate authorities must vouch for the worker.
     """
 
-    def __init__(self, url: str, token: str, open_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str, open_timeout: float = 30.0,
+                 fingerprint: str | None = None) -> None:
         self.url = url
         self.token = token
         self.open_timeout = open_timeout
         self.host = urlparse(url).hostname or "127.0.0.1"
+        self.fingerprint = tls.normalize(fingerprint) if fingerprint else None
+        self._ssl = tls.client_context(self.fingerprint) if url.startswith("wss://") else None
+        if self.fingerprint is not None and self._ssl is None:
+            raise ProtocolError("a certificate fingerprint needs a wss:// URL")
         self.info: dict[str, Any] = {}
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -57,8 +75,22 @@ class Connection:
 
     async def open(self, resume: bool = False) -> dict[str, Any]:
         """Connect and say hello; with ``resume`` try to get the previous session back."""
-        ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
-                           open_timeout=self.open_timeout, ping_interval=20, ping_timeout=60)
+        try:
+            ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
+                               open_timeout=self.open_timeout, ping_interval=20,
+                               ping_timeout=60, ssl=self._ssl)
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateMismatch(
+                f"the worker at {self.url} has a TLS certificate no authority vouches for "
+                f"({exc.verify_message}); pass the fingerprint the data owner gave you "
+                "(kb.connect(url, token, fingerprint='sha256:...'))") from None
+        if self._ssl is not None:
+            try:  # the pin is checked before the token leaves
+                tls.check_peer(ws.transport.get_extra_info("ssl_object"), self.fingerprint,
+                               f"the worker at {self.url}")
+            except SyftError:
+                await ws.close()
+                raise
         hello: dict[str, Any] = {"op": "hello", "#": 0, "token": self.token,
                                  "versions": list(frames.SUPPORTED_VERSIONS),
                                  "client": "kernel_bridge"}
@@ -144,7 +176,8 @@ class Connection:
         if "frame" in reply:
             return codec.loads(reply["frame"], limit=None)
         port = int(self.info["bulk_port"])
-        data = await asyncio.to_thread(bulk.download, self.host, port, reply["download"])
+        data = await asyncio.to_thread(bulk.download, self.host, port, reply["download"],
+                                       60.0, self._ssl, self.fingerprint)
         self.bytes_received += len(data)
         return codec.loads(data, limit=None)
 
@@ -152,7 +185,8 @@ class Connection:
         if "frame" in reply:
             return bytes(reply["frame"])
         port = int(self.info["bulk_port"])
-        return await asyncio.to_thread(bulk.download, self.host, port, reply["download"])
+        return await asyncio.to_thread(bulk.download, self.host, port, reply["download"],
+                                       60.0, self._ssl, self.fingerprint)
 
     async def send_value(self, op: str, value: Any, **fields: Any) -> dict[str, Any]:
         """Call ``op`` with ``value``; large values travel over the bulk path first."""
@@ -162,7 +196,7 @@ class Connection:
             return await self.call(op, value=value, **fields)
         t = await self.call("upload_ticket", size=size)
         await asyncio.to_thread(bulk.upload, self.host, int(t["port"]), t["ticket"],
-                                frames.pack(header, buffers))
+                                frames.pack(header, buffers), 60.0, self._ssl, self.fingerprint)
         self.bytes_sent += size
         return await self.call(op, upload=t["ticket"], **fields)
 

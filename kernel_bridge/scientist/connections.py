@@ -6,6 +6,8 @@
      "bob": {...}}
 
 and exports its path as ``SYFTLAB_CONNECTIONS`` to the kernels it starts.
+A worker served over TLS has a ``wss://`` URL and a ``"fingerprint":
+"sha256:..."`` entry: the certificate the client pins.
 The ``state`` entry is for the owner cells of the tutorials (``kb.Owner``),
 which run on the same machine in the demo.
 """
@@ -36,7 +38,8 @@ def find(start: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The workers of the connection file: name -> ``{"url", "token", "state"}``."""
+    """The workers of the connection file: name -> ``{"url", "token", "state"}``
+    (and ``"fingerprint"`` for a ``wss://`` worker)."""
     data = json.loads(Path(path or find()).read_text())
     if not isinstance(data, dict):
         raise ValueError("a connection file holds a JSON object of workers")

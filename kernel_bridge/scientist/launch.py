@@ -136,7 +136,14 @@ def launch(
     proc = WorkerProcess(argv, state_dir, state_dir / "worker.log", env)
     url = proc.start()
     _children.append(proc)
-    worker = Worker(url, token, name)
+    fingerprint = None
+    if url.startswith("wss://"):  # a worker started with --tls: pin its own certificate
+        from ..owner.tls import fingerprint_of_file, generated_paths
+
+        cert = extra_args[extra_args.index("--tls-cert") + 1] if extra_args and \
+            "--tls-cert" in extra_args else generated_paths(state_dir)[0]
+        fingerprint = fingerprint_of_file(cert)
+    worker = Worker(url, token, name, fingerprint=fingerprint)
     worker.process = proc
     worker.token = token  # type: ignore[attr-defined]
     return worker

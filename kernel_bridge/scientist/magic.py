@@ -235,7 +235,8 @@ class RemoteMagics(Magics):
                                  f"(it has {', '.join(known) or 'no workers'})")
             targets = {n: known[n] for n in rest}
         for name, info in targets.items():
-            w = Worker(str(info["url"]), str(info["token"]), name)
+            w = Worker(str(info["url"]), str(info["token"]), name,
+                       fingerprint=info.get("fingerprint"))
             self.workers[name] = w
             if self.shell is not None:
                 self.shell.user_ns[name] = w

@@ -55,10 +55,13 @@ class Worker:
         The token the data owner gave you.
     name : str, optional
         A local name for the worker (defaults to the worker's own name).
+    fingerprint : str, optional
+        For a ``wss://`` worker: its certificate's SHA-256 fingerprint, to pin.
     """
 
-    def __init__(self, url: str, token: str, name: str | None = None) -> None:
-        self._conn = Connection(url, token)
+    def __init__(self, url: str, token: str, name: str | None = None,
+                 fingerprint: str | None = None) -> None:
+        self._conn = Connection(url, token, fingerprint=fingerprint)
         run_sync(self._conn.open())
         self.name = name or str(self._conn.info.get("worker"))
         self.url = url
@@ -248,20 +251,26 @@ class Worker:
         raise TypeError("a Worker is not iterable")
 
 
-def connect(url: str, token: str, name: str | None = None) -> Worker:
+def connect(url: str, token: str, name: str | None = None,
+            fingerprint: str | None = None) -> Worker:
     """Connect to a worker as a data scientist.
 
     Parameters
     ----------
     url : str
-        ``ws://host:port`` the data owner gave you.
+        ``ws://host:port`` (or ``wss://`` for TLS) the data owner gave you.
     token : str
         Your token (``syftlab token add YOU`` on the owner's side).
     name : str, optional
         Local name for the worker.
+    fingerprint : str, optional
+        ``sha256:...`` of a ``wss://`` worker's certificate, from the data owner
+        (``syftlab tls fingerprint``): the connection is refused with
+        :class:`~kernel_bridge.errors.CertificateMismatch`, before your token is
+        sent, when the worker presents another certificate.
 
     Returns
     -------
     Worker
     """
-    return Worker(url, token, name)
+    return Worker(url, token, name, fingerprint=fingerprint)

@@ -89,8 +89,10 @@ from kernel_bridge.wire import frames
 from kernel_bridge.wire.refs import MAX_POINTER_ID_LEN, PointerRef
 
 __all__ = [
+    "MAX_CONTAINERS",
     "MAX_DEPTH",
     "MAX_ITEMS",
+    "check_cost",
     "decode",
     "dumps",
     "encode",
@@ -119,6 +121,8 @@ EXT_BYTES = 17
 MAX_DEPTH = 64
 #: Most container items (elements plus dict entries) in one value.
 MAX_ITEMS = 1 << 24
+#: Most containers and extension values in one header accepted by :func:`check_cost`.
+MAX_CONTAINERS = 1 << 16
 #: Most dimensions of an array or tensor.
 MAX_NDIM = 32
 #: Bytes values at least this long are sent as a buffer instead of in the header.
@@ -701,6 +705,8 @@ class _Decoder:
         self.items = 0
 
     def unpack(self, data: Any) -> Any:
+        if len(data) > _STREAM_ABOVE and _costly_bytes(data) > _STREAM_ABOVE:
+            return _stream_unpack(bytes(data))
         return msgpack.unpackb(
             data,
             raw=False,
@@ -1053,6 +1059,140 @@ def dumps(value: Any) -> bytes:
         return frames.pack_bytes(header, buffers)
     except SyftError as exc:
         raise CodecError(exc.message, **exc.data) from exc
+
+
+# ---------------------------------------------------------------------------------------
+# decoding cost
+
+#: First bytes of msgpack arrays and maps (fix, 16 and 32 bit) and of extension values.
+_COSTLY_FIRST = np.zeros(256, dtype=bool)
+_COSTLY_FIRST[0x80:0xA0] = True
+_COSTLY_FIRST[[0xDC, 0xDD, 0xDE, 0xDF]] = True
+_EXT_FIRST = frozenset({0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8})
+_COSTLY_FIRST[list(_EXT_FIRST)] = True
+_ARRAY_FIRST = frozenset({*range(0x90, 0xA0), 0xDC, 0xDD})
+_MAP_FIRST = frozenset({*range(0x80, 0x90), 0xDE, 0xDF})
+#: Extension payloads that are not msgpack (nothing nested to count).
+_OPAQUE_EXT = frozenset({EXT_BIGINT, EXT_COMPLEX, EXT_ELLIPSIS, EXT_POINTER})
+
+
+def check_cost(header: bytes | bytearray | memoryview, max_containers: int = MAX_CONTAINERS) -> int:
+    """Refuse a header whose decoding would hold the interpreter for long.
+
+    msgpack builds a header's objects in one C call that never releases the GIL,
+    at about a microsecond per container: 8 MB of empty maps hold every other
+    thread for seconds. This counts the arrays, maps and extension values of a
+    header (those inside extension payloads included) without building them,
+    so that :func:`decode` only ever gets headers with at most
+    ``max_containers`` of them. A header with few bytes that could start a
+    container is accepted after one vectorised scan; otherwise the count walks
+    the header in Python, which lets other threads run while it does.
+
+    Parameters
+    ----------
+    header : bytes-like
+        A msgpack header, as :func:`kernel_bridge.wire.frames.unpack` returns it.
+    max_containers : int, optional
+        Most containers and extension values accepted.
+
+    Returns
+    -------
+    int
+        An upper bound on the containers and extension values of the header.
+
+    Raises
+    ------
+    CodecError
+        More containers than ``max_containers``, or a header too malformed to count.
+    """
+    data = bytes(header)
+    costly = _costly_bytes(data)
+    if costly <= max_containers:
+        return costly  # every such byte counted, even those inside strings: an upper bound
+    try:
+        return _count_containers(data, max_containers, 0)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise _bad(f"header cannot be walked ({type(exc).__name__})") from exc
+
+
+def _costly_bytes(data: bytes | bytearray | memoryview) -> int:
+    """How many bytes of ``data`` could start a container or extension (an upper bound)."""
+    return int(np.count_nonzero(_COSTLY_FIRST[np.frombuffer(data, dtype=np.uint8)]))
+
+
+#: msgpack data with more possible containers than this is built piecewise.
+_STREAM_ABOVE = 2048
+
+
+def _stream_unpack(data: bytes) -> Any:
+    """What ``msgpack.unpackb`` (with :class:`_Pairs` for maps) gives, built one
+    container at a time, so that other threads run in between: ``unpackb`` holds
+    the interpreter for its whole call, about a microsecond per container."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
+                                object_pairs_hook=_Pairs, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    end = len(data)
+
+    def read(depth: int) -> Any:
+        if depth > MAX_DEPTH + 1:
+            raise CodecError(f"value nests containers more than {MAX_DEPTH} deep")
+        pos = unpacker.tell()
+        if pos >= end:
+            raise _bad("header truncated")
+        first = data[pos]
+        if first in _ARRAY_FIRST:
+            n = unpacker.read_array_header()
+            if n > MAX_ITEMS:
+                raise CodecError(f"value holds more than {MAX_ITEMS} container items")
+            return [read(depth + 1) for _ in range(n)]
+        if first in _MAP_FIRST:
+            n = unpacker.read_map_header()
+            if n > MAX_ITEMS:
+                raise CodecError(f"value holds more than {MAX_ITEMS} container items")
+            return _Pairs([(read(depth + 1), read(depth + 1)) for _ in range(n)])
+        return unpacker.unpack()
+
+    value = read(0)
+    if unpacker.tell() != end:
+        raise _bad("extra bytes after the value")
+    return value
+
+
+def _count_containers(data: bytes, limit: int, depth: int) -> int:
+    if depth > MAX_DEPTH:
+        raise CodecError(f"value nests containers more than {MAX_DEPTH} deep")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
+                                max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    count, pending = 0, 1
+    while pending:
+        pos = unpacker.tell()
+        if pos >= len(data):
+            raise _bad("header truncated")
+        first = data[pos]
+        pending -= 1
+        if first in _ARRAY_FIRST:
+            pending += unpacker.read_array_header()
+            count += 1
+        elif first in _MAP_FIRST:
+            pending += 2 * unpacker.read_map_header()
+            count += 1
+        elif first in _EXT_FIRST:
+            ext_obj = unpacker.unpack()
+            count += 1
+            if isinstance(ext_obj, msgpack.ExtType) and ext_obj.code not in _OPAQUE_EXT:
+                count += _count_containers(ext_obj.data, limit - count, depth + 1)
+        else:
+            unpacker.skip()
+        if count > limit:
+            raise CodecError(
+                f"message holds more than {limit} containers (lists, dicts, tuples...); "
+                "send arrays or DataFrames instead, or split it",
+                limit=limit,
+            )
+    return count
 
 
 def loads(data: bytes | bytearray | memoryview, limit: int | None = None) -> Any:
