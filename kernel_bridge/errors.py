@@ -97,6 +97,14 @@ class RequestPending(SyftError):
     """The request has not been decided yet."""
 
 
+class AlreadyDecided(SyftError, ValueError):
+    """The request was decided before (``data["status"]``); a decision cannot change.
+
+    The owner side turns a repeat of the same decision into a no-op; only the
+    opposite decision raises this.
+    """
+
+
 class RemoteError(SyftError):
     """Code run on the worker raised; only the exception *type* is reported."""
 
@@ -160,6 +168,7 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         ApprovalRequired,
         RequestDenied,
         RequestPending,
+        AlreadyDecided,
         RemoteError,
         KernelDied,
         ExecutionTimeout,

@@ -70,14 +70,16 @@ class Approvals(LiveWidget):
     def approve(self, request_id: int) -> PendingRequest:
         """Approve request ``request_id``: its snapshot is released to the scientist."""
         row = self.owner.approve(int(request_id))
-        self.message = f"approved #{row.id} ({row.scientist})"
+        self.message = (f"#{row.id} was already approved" if row.already_decided
+                        else f"approved #{row.id} ({row.scientist})")
         self._refresh_from(self.owner)
         return row
 
     def deny(self, request_id: int, reason: str) -> PendingRequest:
         """Deny request ``request_id``; ``reason`` is shown to the scientist."""
         row = self.owner.deny(int(request_id), reason)
-        self.message = f"denied #{row.id} ({row.scientist})"
+        self.message = (f"#{row.id} was already denied" if row.already_decided
+                        else f"denied #{row.id} ({row.scientist})")
         self._refresh_from(self.owner)
         return row
 

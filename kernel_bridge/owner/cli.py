@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "print where the executed copy is, instead of starting JupyterLab")
     d.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="workers run kernels without bubblewrap (where it cannot run)")
+    d.add_argument("--keep-state", action="store_true",
+                   help="keep the previous run's requests, budgets and Lab workspaces "
+                        "(default: every demo starts clean)")
 
     b = sub.add_parser("budget", help="DP budgets: spent and remaining per scientist and asset")
     b.add_argument("--state", help="the worker's state directory")
@@ -288,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              state_root=Path(args.state_root) if args.state_root else None,
                              any_port=args.any_port, lab=not args.no_lab,
                              lab_port=args.lab_port, execute=execute,
-                             unsafe_no_sandbox=args.unsafe_no_sandbox)
+                             unsafe_no_sandbox=args.unsafe_no_sandbox,
+                             keep_state=args.keep_state)
         if args.command == "audit":
             return run_audit(args)
         if args.command == "budget":
