@@ -11,19 +11,47 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 from typing import Any
 from urllib.parse import urlparse
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..errors import ConnectionLost, FrameTooLarge, ProtocolError, SyftError, from_wire
+from ..errors import (
+    ConnectionLost,
+    FrameTooLarge,
+    InvalidURL,
+    ProtocolError,
+    SyftError,
+    WorkerUnreachable,
+    from_wire,
+)
 from ..wire import bulk, codec, frames
 
 log = logging.getLogger("syftlab.client")
 
 #: Largest frame the client accepts from a worker.
 CLIENT_FRAME_LIMIT = 1 << 30
+
+
+def connect_error(url: str, exc: BaseException, timeout: float) -> SyftError:
+    """A typed error, saying what to check, for a failure to open a connection to ``url``."""
+    if isinstance(exc, websockets.InvalidURI) or not url.startswith(("ws://", "wss://")):
+        return InvalidURL(f"{url!r} is not a worker address: use ws://HOST:PORT (or wss://), "
+                          "as the data owner's `syftlab worker` prints it", url=url)
+    if isinstance(exc, ConnectionRefusedError):
+        why = "connection refused: is the worker running, and is the port right?"
+    elif isinstance(exc, socket.gaierror):
+        why = "unknown host: check the host name"
+    elif isinstance(exc, TimeoutError):
+        why = (f"no answer within {timeout:g} s: is the host reachable (firewall, VPN) "
+               "and the port right?")
+    elif isinstance(exc, websockets.InvalidHandshake):
+        why = f"something answered, but not a syftlab worker ({exc}): check the port"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return WorkerUnreachable(f"cannot reach the worker at {url}: {why}", url=url)
 
 
 class Connection:
@@ -57,8 +85,13 @@ class Connection:
 
     async def open(self, resume: bool = False) -> dict[str, Any]:
         """Connect and say hello; with ``resume`` try to get the previous session back."""
-        ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
-                           open_timeout=self.open_timeout, ping_interval=20, ping_timeout=60)
+        try:
+            ws = await connect(self.url, max_size=CLIENT_FRAME_LIMIT, compression=None,
+                               open_timeout=self.open_timeout, ping_interval=20,
+                               ping_timeout=60)
+        except (OSError, TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake
+                ) as exc:
+            raise connect_error(self.url, exc, self.open_timeout) from exc
         hello: dict[str, Any] = {"op": "hello", "#": 0, "token": self.token,
                                  "versions": list(frames.SUPPORTED_VERSIONS),
                                  "client": "kernel_bridge"}

@@ -130,9 +130,7 @@ def run_cell(workers: list[Worker], code: str, mock: bool = False,
         names = ", ".join(w.name for w in workers)
         err = Interrupted(f"the cell on {names} was interrupted; the remote kernel keeps "
                           "its variables")
-        # IPython shows this one line instead of a traceback through the magic machinery.
-        err._render_traceback_ = lambda: [f"Interrupted: {err.message}"]  # type: ignore[attr-defined]
-        raise err from None
+        raise err from None  # IPython shows its one line (SyftError._render_traceback_)
     return _collect(workers, futures, mock, 0)
 
 
