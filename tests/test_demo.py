@@ -140,7 +140,8 @@ def test_headless_demo_executes_start_here(tmp_path: Path) -> None:
     text = output_text(nbformat.read(executed, as_version=4))
     for expected in ("alice · ok", "s (Series)", "1 output held", "alice · MOCK",
                      "bob · ok", "error: ValueError (line 2)", "alice · approved",
-                     "timeout: TimeoutError"):
+                     "timeout: TimeoutError",
+                     "alice · MOCK re-run: ValueError: the oldest patient is"):
         assert expected in text, expected
     info = json.loads((root / "demo.json").read_text())
     assert not any(alive(p) for p in info["workers"].values())

@@ -36,7 +36,22 @@ def receipt_html(receipt: Receipt) -> str:
         hint = (' <span title="_.request(reason) asks the owner to release it" '
                 'style="border:1px solid #999;border-radius:3px;padding:0 4px">request</span>')
     return ('<div class="syftlab-receipt" style="font-family:monospace;padding:2px 6px;'
-            f'border-left:3px solid {color}">{" · ".join(parts)}{hint}</div>')
+            f'border-left:3px solid {color}">{" · ".join(parts)}{hint}'
+            f'{_mock_rerun_html(receipt)}</div>')
+
+
+def _mock_rerun_html(receipt: Receipt) -> str:
+    """The mock re-run of a failed private cell, under the receipt, marked MOCK."""
+    msg = receipt.mock_message()
+    if msg is None:
+        return ""
+    color = _COLORS["MOCK"]
+    tb = receipt.mock_traceback()
+    details = (f'<details><summary>mock traceback</summary><pre style="margin:0">'
+               f'{html.escape(tb)}</pre></details>') if tb else ""
+    return (f'<div class="syftlab-mock-rerun" style="color:{color};margin-top:2px">'
+            f'<b>{html.escape(receipt.worker.name)} · MOCK</b> re-run: {html.escape(msg)}'
+            f'{details}</div>')
 
 
 def receipts_html(receipts: Iterable[Receipt]) -> str:

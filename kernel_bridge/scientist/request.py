@@ -40,17 +40,22 @@ class Request:
         return self._info.get("deny_reason")
 
     @property
-    def sha256(self) -> str:
-        return str(self._info["sha256"])
+    def sha256(self) -> str | None:
+        """The released value's SHA-256: known once the value has come back (None before)."""
+        v = self._info.get("sha256")
+        return str(v) if v else None
 
     @property
-    def size(self) -> int:
-        return int(self._info["size"])
+    def size(self) -> int | None:
+        """The released value's size in bytes: known once it has come back (None before)."""
+        v = self._info.get("size")
+        return int(v) if v is not None else None
 
     def __repr__(self) -> str:
         extra = f" ({self.deny_reason})" if self.deny_reason else ""
+        size = f", {self.size} bytes" if self.size is not None else ""
         return (f"<Request #{self.id} on {self._worker.name}: {self.status}{extra}, "
-                f"{self._info.get('value_type')}, {self.size} bytes>")
+                f"{self._info.get('value_type')}{size}>")
 
     def refresh(self) -> Request:
         self._info = self._worker._call("request_status", request=self.id)["request"]
