@@ -9,6 +9,7 @@ from typing import Any
 import traitlets
 
 from kernel_bridge.errors import SyftError
+from kernel_bridge.owner import lineage
 from kernel_bridge.owner.owner_api import Owner, PendingRequest, human_size, render_value
 
 from ._base import LiveWidget, static
@@ -22,6 +23,19 @@ RECENT = 10
 
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n] + "\n... (truncated)"
+
+
+def _lineage_rows(r: PendingRequest) -> dict[str, Any]:
+    """The request's lineage arranged for review (target, leading, rest), clipped."""
+    def entry(e: dict[str, Any] | None) -> dict[str, Any] | None:
+        if e is None:
+            return None
+        return {"seq": e.get("seq"), "kind": str(e.get("kind", "")), "kernel":
+                str(e.get("kernel", "")), "title": lineage.entry_title(e),
+                "code": _clip(str(e.get("code") or ""), CODE_CHARS)}
+    view = r.lineage_view()
+    return {"target": entry(view["target"]), "leading": [entry(e) for e in view["leading"]],
+            "rest": [entry(e) for e in view["rest"]]}
 
 
 class Approvals(LiveWidget):
@@ -142,6 +156,7 @@ class Approvals(LiveWidget):
         }
         if preview:
             row["preview"], row["code"] = self._preview(owner, r)
+            row["lineage"] = _lineage_rows(r)
         return row
 
     def _preview(self, owner: Owner, r: PendingRequest) -> tuple[str, str]:

@@ -279,3 +279,45 @@ def test_status_bar_epsilon_drops_after_a_dp_query(
     row = opage.locator(".syftlab-ledger tr").filter(has_text="ana").filter(has_text="heart")
     expect(row).to_contain_text("0.2", timeout=30_000)
     shot(opage, "10-owner-ledger")
+
+
+def test_owner_panel_shows_the_producing_step_first_and_folds_the_rest(
+        labs: tuple[LabServer, LabServer], browser: Any, worker: kb.Worker,
+        pages: list[Page]) -> None:
+    _, own = labs
+    worker.run("print(heart.head())", mock=True)           # mock: folded
+    worker.run("young = heart[heart.age < 40]")             # led to the value
+    m = worker.vars["young"]["age"].mean()                  # the requested value
+    worker.run("later = 1")                                 # after it: folded
+    req = m.request("lineage: mean age of the under-40s")
+    opage = open_lab(browser, own)
+    pages.append(opage)
+    try:
+        card = opage.locator(".syftlab-card").filter(has_text="lineage: mean age")
+        expect(card).to_have_count(1, timeout=60_000)
+        lin = card.locator(".syftlab-lineage")
+        first = lin.locator(".syftlab-step").first
+        expect(first).to_have_class(re.compile(r"\bsyftlab-step-target\b"))
+        expect(first).to_contain_text(".mean()")
+        expect(lin.locator(".syftlab-label").first).to_have_text("Requested value, produced by")
+        assert first.evaluate("e => getComputedStyle(e).borderLeftWidth") == "4px"  # highlighted
+        leading = lin.locator("details.syftlab-leading")
+        expect(leading).to_have_attribute("open", "")
+        expect(leading).to_contain_text("young = heart[heart.age < 40]")
+        assert first.bounding_box()["y"] < leading.bounding_box()["y"]  # type: ignore[index]
+        rest = lin.locator("details.syftlab-rest")
+        assert rest.get_attribute("open") is None
+        later = rest.locator(".syftlab-step").filter(has_text="later = 1")
+        mock = rest.locator(".syftlab-step").filter(has_text="print(heart.head())")
+        expect(later).to_be_hidden()
+        expect(rest.locator("summary")).to_contain_text("more steps (later steps, mock kernel)")
+        card.scroll_into_view_if_needed()
+        shot(opage, "11-owner-lineage")
+        rest.locator("summary").click()
+        expect(later).to_be_visible()
+        expect(mock).to_contain_text("· mock")
+        shot(opage, "12-owner-lineage-unfolded")
+    finally:
+        owner = kb.Owner(worker.process.state)
+        owner.deny(req.id, "test over")
+        owner.close()

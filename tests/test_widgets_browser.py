@@ -65,7 +65,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    argv = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", "--allow-root",
+    argv = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", "--allow-root",
             "--no-browser", f"--ServerApp.token={token}", f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
@@ -200,6 +200,19 @@ def test_notebook_shows_graph_budget_and_approvals_live(lab: Lab) -> None:
             assert page.evaluate("window.__pwned") is None
             preview = page.locator(".sw-approvals .sw-request .sw-preview pre").first.text_content()
             assert preview and preview.strip()
+            # the lineage: the step that produced the value first, highlighted; the mock
+            # cell and the later cell folded away
+            request = page.locator(".sw-approvals .sw-request").first
+            target = request.locator(".sw-lineage .sw-step-target")
+            assert "mean()" in (target.text_content() or "")
+            assert target.is_visible()
+            first_step = request.locator(".sw-lineage .sw-step").first
+            assert first_step.get_attribute("class") == "sw-step sw-step-target"
+            rest = request.locator(".sw-lineage details.sw-rest")
+            assert rest.get_attribute("open") is None
+            assert "later = 1" in (rest.text_content() or "")
+            assert "print(heart.head())" in (rest.text_content() or "")
+            assert not rest.locator(".sw-step").first.is_visible()
             shot(page, "widgets-approvals.png", ".sw-approvals")
             page.locator(".sw-approvals .sw-request .sw-approve").first.click()
             page.locator(".sw-approvals .sw-decided.sw-approved").first.wait_for(

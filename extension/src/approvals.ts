@@ -2,7 +2,7 @@
 
 import { api, ILedgerRow, IOwnerRequest, post } from './api';
 import { clear, el, table } from './dom';
-import { highlight } from './highlight';
+import { renderLineage } from './lineage';
 import { PollingWidget } from './polling';
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -145,8 +145,7 @@ export class ApprovalsPanel extends PollingWidget {
     );
     card.appendChild(el('div', 'syftlab-label', 'Reason'));
     card.appendChild(el('div', 'syftlab-reason', r.reason));
-    card.appendChild(el('div', 'syftlab-label', 'Code lineage'));
-    card.appendChild(highlight(r.code ?? ''));
+    card.appendChild(renderLineage(r.lineage));
     card.appendChild(el('div', 'syftlab-label', `Snapshot (sha256 ${r.sha256.slice(0, 12)}…)`));
     card.appendChild(renderPreview(r.preview));
     const approve = el('button', 'syftlab-approve jp-Button jp-mod-accept', 'Approve');

@@ -206,17 +206,19 @@ def run_requests(args: argparse.Namespace) -> int:
               + (f" reason for denial: {r.deny_reason}" if r.deny_reason else ""))
         print(f"reason: {r.reason or '-'}")
         print(f"value: {r.value_type}, {human_size(r.size)}, sha256 {r.sha256}")
-        print("lineage:")
-        for line in r.code().splitlines():
+        print("lineage (the step that produced the value first):")
+        for line in r.code(full=True).splitlines():
             print(f"    {line}")
         print("value:")
         print(render_value(owner.value(args.id)))
     elif args.action == "approve":
         r = owner.approve(args.id)
-        print(f"approved request #{r.id} ({r.scientist})")
+        print(f"request #{r.id} ({r.scientist}) was already approved: nothing changed"
+              if r.already_decided else f"approved request #{r.id} ({r.scientist})")
     elif args.action == "deny":
         r = owner.deny(args.id, args.reason)
-        print(f"denied request #{r.id} ({r.scientist}): {args.reason}")
+        print(f"request #{r.id} ({r.scientist}) was already denied: nothing changed"
+              if r.already_decided else f"denied request #{r.id} ({r.scientist}): {args.reason}")
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import AlreadyDecided
 from ..wire import codec
+from . import lineage
 from .ledger import Ledger
 from .store import RequestRow, Store
 
@@ -55,18 +56,15 @@ class PendingRequest:
             what += f": {self.deny_reason}"
         return f"request #{self.id} ({self.scientist}): {what}"
 
-    def code(self) -> str:
-        """The session's lineage up to the request, as one readable listing."""
-        lines = []
-        for e in self.lineage:
-            mark = "  # <- requested value" if e.get("target") else ""
-            tag = "" if e.get("kernel") == "private" else f"  # [{e.get('kernel')}]"
-            if e["kind"] == "cell":
-                lines.append(f"# [{e['seq']}] cell{tag}")
-                lines.extend(str(e["code"]).splitlines())
-            else:
-                lines.append(f"# [{e['seq']}] {e['code']}{tag}{mark}")
-        return "\n".join(lines)
+    def code(self, full: bool = False) -> str:
+        """The lineage as code: the step that produced the value first, then the
+        private steps that led to it; later steps and mock cells are folded
+        (``full=True`` lists them too). See :mod:`kernel_bridge.owner.lineage`."""
+        return lineage.render(self.lineage, full=full)
+
+    def lineage_view(self) -> dict[str, Any]:
+        """``{"target", "leading", "rest"}``: the lineage arranged for review."""
+        return lineage.arrange(self.lineage)
 
 
 class Owner:
