@@ -145,27 +145,56 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     expect(zed.locator(".syftlab-worker-state")).to_have_text("offline")
     expect(zed.locator(".syftlab-dataset")).to_have_count(0)
     expect(worker_box.locator(".syftlab-dataset[data-asset='ecg']")).to_be_visible()
-    expect(worker_box.locator(".syftlab-dataset[data-asset='heart']")).to_contain_text(
-        "Cardiology outpatients")
-    notebook(page).locator(".jp-Cell").first.click()
-    worker_box.locator(".syftlab-dataset[data-asset='heart'] .syftlab-dataset-name").click()
+    heart = worker_box.locator(".syftlab-dataset[data-asset='heart']")
+    expect(heart).to_contain_text("Cardiology outpatients")
     cells = notebook(page).locator(".jp-Cell")
-    expect(cells).to_have_count(2)
-    expect(cells.nth(1)).to_contain_text("%%remote alice")
-    shot(page, "1-sidebar-snippet")
+    expect(cells).to_have_count(3)
+    # The row opens the details, with a visible disclosure arrow; it inserts nothing.
+    arrow = heart.locator("summary .syftlab-disclosure")
+    assert arrow.evaluate("e => getComputedStyle(e, '::before').content") == '"\u25b8"'
+    name = heart.locator(".syftlab-dataset-name")
+    assert name.evaluate("e => getComputedStyle(e).textDecorationLine") == "none"  # no fake link
+    name.click()
+    expect(heart).to_have_attribute("open", "")
+    expect(arrow).to_be_visible()
+    # Open: the arrow turns (a rotation matrix instead of no transform).
+    assert arrow.evaluate("e => getComputedStyle(e, '::before').transform").startswith("matrix(")
+    expect(heart.locator(".syftlab-schema")).to_contain_text("age")
+    expect(cells).to_have_count(3)  # opening details inserted no cell
+    # The mock preview shows every column: it scrolls sideways instead of being cut.
+    scroll = heart.locator(".syftlab-scroll")
+    preview = scroll.locator(".syftlab-preview")
+    expect(preview).to_contain_text("patient_id")
+    headers = preview.locator("th").all_text_contents()
+    assert headers[-1] == "target" and len(headers) == 10, headers
+    wide = scroll.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert wide[0] > wide[1], wide  # wider than the sidebar: scrollable
+    shot(page, "1-sidebar-details")
+    scroll.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+    last = preview.locator("th").last
+    box, view = last.bounding_box(), scroll.bounding_box()
+    assert box and view and box["x"] + box["width"] <= view["x"] + view["width"] + 1
+    shot(page, "2-sidebar-preview-scrolled")
+    # Inserting is the explicit button: below the active cell, never above the connect cell.
+    insert = heart.locator(".syftlab-insert")
+    assert insert.evaluate("e => getComputedStyle(e).backgroundColor") not in (
+        "rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")  # a filled, enabled-looking button
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
+    insert.click()
+    expect(cells).to_have_count(4)
+    expect(cells.nth(2)).to_contain_text("%%remote alice")  # below the connect cell (1)
+    cells.nth(3).click()  # the last cell is active now
+    insert.click()
+    expect(cells).to_have_count(5)
+    expect(cells.nth(4)).to_contain_text("%%remote alice")
+    shot(page, "3-sidebar-inserted")
     # The inserted cell, as saved: a %%remote cell that uses the asset by name.
     run_command(page, "docmanager:save")
     saved = sci.root / "lab_snippet.ipynb"
     expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=30_000)
-    source = "".join(json.loads(saved.read_text())["cells"][1]["source"])
+    source = "".join(json.loads(saved.read_text())["cells"][2]["source"])
     assert source.startswith("%%remote alice\n# heart: Cardiology outpatients")
     assert "summary = heart.describe()" in source
-    # Details of a dataset: schema and mock preview, from the worker.
-    heart = worker_box.locator(".syftlab-dataset[data-asset='heart']")
-    heart.locator("summary").click(position={"x": 200, "y": 5})
-    expect(heart.locator(".syftlab-schema")).to_contain_text("age")
-    expect(heart.locator(".syftlab-preview")).to_contain_text("patient_id")
-    shot(page, "2-sidebar-details")
 
 
 def test_owner_approves_and_denies_by_clicking(
@@ -186,7 +215,7 @@ def test_owner_approves_and_denies_by_clicking(
     expect(card).to_have_count(1, timeout=60_000)
     # Scientist-written markup is shown as text, never run or rendered.
     expect(card.locator(".syftlab-reason")).to_have_text(HOSTILE_REASON)
-    expect(card.locator(".syftlab-code")).to_contain_text(HOSTILE_CODE)
+    expect(card.locator(".syftlab-lineage")).to_contain_text(HOSTILE_CODE)
     assert card.locator("img, script, b").count() == 0
     assert opage.evaluate("window.__pwned === undefined")
     expect(card.locator(".syftlab-code .cm-comment").first).to_be_visible()  # highlighted

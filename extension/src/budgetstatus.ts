@@ -2,7 +2,7 @@
 import { INotebookTracker } from '@jupyterlab/notebook';
 
 import { api, Budget } from './api';
-import { fmt } from './dom';
+import { fmtEpsilon } from './dom';
 import { PollingWidget } from './polling';
 
 /** Worker names a notebook mentions: `%%remote a b`, `name="a"` or a bare word `a`. */
@@ -46,7 +46,7 @@ export class BudgetStatus extends PollingWidget {
           return `${w} n/a`;
         }
         const assets = Object.keys(b).sort();
-        return `${w}: ${assets.map(a => `${a} ${fmt(b[a].epsilon_remaining)}`).join(' · ') || 'n/a'}`;
+        return `${w}: ${assets.map(a => `${a} ${fmtEpsilon(b[a].epsilon_remaining)}`).join(' · ') || 'n/a'}`;
       });
       this.node.textContent = `ε left ${parts.join(' | ')}`;
       this.node.title = 'Remaining privacy budget (ε) per worker and asset';

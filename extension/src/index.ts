@@ -14,7 +14,7 @@ import { api, IDataset, Side } from './api';
 import { ApprovalsPanel } from './approvals';
 import { BudgetStatus } from './budgetstatus';
 import { RemoteDataSidebar } from './sidebar';
-import { snippet } from './snippet';
+import { insertionIndex, snippet } from './snippet';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">' +
@@ -27,12 +27,22 @@ function insertSnippet(tracker: INotebookTracker, worker: string, d: IDataset): 
     return false;
   }
   const nb = panel.content;
+  const cells = nb.model?.cells;
+  const sources: string[] = [];
+  if (cells) {
+    for (let i = 0; i < cells.length; i++) {
+      sources.push(cells.get(i).sharedModel.getSource());
+    }
+  }
+  // Below the active cell, but never above the cell that connects to the worker.
+  nb.activeCellIndex = insertionIndex(sources, nb.activeCellIndex, worker);
   NotebookActions.insertBelow(nb);
   const cell = nb.activeCell;
   if (!cell) {
     return false;
   }
   cell.model.sharedModel.setSource(snippet(worker, d));
+  void nb.scrollToCell(cell);
   return true;
 }
 
