@@ -18,6 +18,7 @@ from typing import Any
 from .scientist import connections
 
 KERNEL_NAME = "python3"
+DISPLAY_NAME = "Python 3 (ipykernel)"
 
 
 def kernelspec_dir(root: str | os.PathLike[str]) -> Path:
@@ -26,7 +27,9 @@ def kernelspec_dir(root: str | os.PathLike[str]) -> Path:
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (syftlab)",
+        # The standard name: notebooks saved anywhere say it, so Lab does not mark them
+        # modified on open to record another kernel name.
+        "display_name": DISPLAY_NAME,
         "language": "python",
         "metadata": {"debugger": True},
     }, indent=1))

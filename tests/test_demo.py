@@ -163,7 +163,7 @@ def test_headless_demo_runs_five_times_in_a_row_each_from_a_clean_start(tmp_path
         assert out.returncode == 0, f"run {i + 1}:\n" + out.stdout[-3000:] + out.stderr[-3000:]
         assert ("fresh start: removed the previous demo state" in out.stdout) == (i > 0)
         text = output_text(nbformat.read(root / "start_here.executed.ipynb", as_version=4))
-        assert "ε left 2.5" in text, f"run {i + 1} did not start with a full budget"
+        assert "ε left 2.50" in text, f"run {i + 1} did not start with a full budget"
         assert "request #1 (ana): approved" in text  # request ids restart too
     # --keep-state keeps what the last run spent (and its requests).
     out = run_headless(root, "--keep-state")

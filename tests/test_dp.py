@@ -203,7 +203,7 @@ def test_the_issue_example_on_the_sample_worker(session: kb.Worker) -> None:
     # The preview assumes the worst mean inside the bounds; the release knows its own.
     assert 0 < r.accuracy <= acc * 1.05
     assert 29 - r.accuracy <= r.value <= 77 + r.accuracy and r.alpha == 0.05
-    assert "mean(age)" in repr(r) and "ε=0.2" in repr(r) and "Laplace" in r.mechanism
+    assert "mean(age)" in repr(r) and "ε=0.20" in repr(r) and "Laplace" in r.mechanism
     count = heart.dp.count(epsilon=0.1).release()
     assert isinstance(count.value, int) and count.accuracy == pytest.approx(
         dp.discrete_laplacian_scale_to_accuracy(10.0, 0.05))

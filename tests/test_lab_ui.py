@@ -301,7 +301,7 @@ def test_status_bar_epsilon_drops_after_a_dp_query(
     # The sidebar's remaining ε for heart, and the owner's ledger, show the same spend.
     open_sidebar(spage)
     expect(spage.locator(".syftlab-dataset[data-asset='heart'] .syftlab-eps")).to_contain_text(
-        f"{after:.3g}", timeout=30_000)
+        f"ε left {after:.2f}", timeout=30_000)
     opage = open_lab(browser, own)
     pages.append(opage)
     opage.locator(".syftlab-tab[data-tab='budget']").click()

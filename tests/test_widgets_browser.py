@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,6 +32,26 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
+
+
+EDGE_LABEL_CROSSINGS = """() => {
+  const lines = [...document.querySelectorAll('svg.sw-graph line')].map(l =>
+    ['x1', 'y1', 'x2', 'y2'].map(k => l[k].baseVal.value));
+  const out = [];
+  for (const t of document.querySelectorAll('svg.sw-graph .sw-edge-label')) {
+    const b = t.getBBox();
+    for (const [x1, y1, x2, y2] of lines) {
+      for (let i = 0; i <= 200; i++) {
+        const x = x1 + (x2 - x1) * i / 200, y = y1 + (y2 - y1) * i / 200;
+        if (x > b.x - 1 && x < b.x + b.width + 1 && y > b.y - 1 && y < b.y + b.height + 1) {
+          out.push(t.textContent);
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}"""
 
 
 def free_port() -> int:
@@ -180,7 +201,14 @@ def test_notebook_shows_graph_budget_and_approvals_live(lab: Lab) -> None:
             before_spent = float(row.get_attribute("data-spent") or 0)
             before = bar_width(page)
             shot(page, "widgets-graph.png", "svg.sw-graph")
+            # no edge label crosses an edge (any edge: sample each line against each box)
+            crossings = page.evaluate(EDGE_LABEL_CROSSINGS)
+            assert crossings == [], crossings
             shot(page, "widgets-budget-before.png", ".sw-budget")
+            # ε as everywhere in syftlab's UI: two decimals
+            budget_text = page.locator('.sw-budget-row[data-asset="heart"] .sw-budget-text')
+            assert re.fullmatch(r"ε \d+\.\d\d of \d+\.\d\d spent, \d+\.\d\d left",
+                                budget_text.text_content() or ""), budget_text.text_content()
 
             # run the DP query cell again: the bar grows
             run_cell(page, 7)

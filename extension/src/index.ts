@@ -13,6 +13,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { api, IDataset, Side } from './api';
 import { ApprovalsPanel } from './approvals';
 import { BudgetStatus } from './budgetstatus';
+import { keepKernelMetadataClean } from './cleanopen';
 import { RemoteDataSidebar } from './sidebar';
 import { insertionIndex, snippet } from './snippet';
 
@@ -65,6 +66,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       console.warn('syftlab: server extension not reachable', e);
       return;
     }
+    keepKernelMetadataClean(tracker);
     if (side === 'scientist') {
       const sidebar = new RemoteDataSidebar((w, d) => insertSnippet(tracker, w, d));
       sidebar.id = 'syftlab-remote-data';

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from .pointer import Pointer
 
 
+def format_epsilon(x: float) -> str:
+    """ε (or δ) as syftlab's UI shows it everywhere: two decimals (``0.70``, ``10.00``)."""
+    return f"{float(x):.2f}"
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.4g}" if math.isfinite(x) else str(x)
@@ -69,8 +74,8 @@ class DPResult:
         acc = "" if self.accuracy is None else \
             f" ± {_fmt(self.accuracy)} ({(1 - self.alpha) * 100:g}% interval)"
         left = self.budget.get("epsilon_remaining")
-        tail = f"; ε left {left:.4g}" if isinstance(left, float) else ""
-        return (f"<DPResult {what} = {_fmt(self.value)}{acc}; ε={self.epsilon:g}, "
+        tail = f"; ε left {format_epsilon(left)}" if isinstance(left, int | float) else ""
+        return (f"<DPResult {what} = {_fmt(self.value)}{acc}; ε={format_epsilon(self.epsilon)}, "
                 f"δ={self.delta:g}, {self.mechanism}{tail}>")
 
 
