@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,11 +56,15 @@ class Worker:
         The token the data owner gave you.
     name : str, optional
         A local name for the worker (defaults to the worker's own name).
+    open_timeout : float
+        Seconds to wait for the worker to answer when connecting.
     """
 
-    def __init__(self, url: str, token: str, name: str | None = None) -> None:
-        self._conn = Connection(url, token)
+    def __init__(self, url: str, token: str, name: str | None = None,
+                 open_timeout: float = 30.0) -> None:
+        self._conn = Connection(url, token, open_timeout=open_timeout)
         run_sync(self._conn.open())
+        _OPEN.add(self)
         self.name = name or str(self._conn.info.get("worker"))
         self.url = url
         self.vars = _Vars(self, mock=False)
@@ -249,7 +254,29 @@ class Worker:
         raise TypeError("a Worker is not iterable")
 
 
-def connect(url: str, token: str, name: str | None = None) -> Worker:
+#: Every Worker this process opened (weakly held): what a notebook's kernel is connected to.
+_OPEN: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+class _Listing(list):  # type: ignore[type-arg]
+    """A list that IPython also formats as ``application/json``."""
+
+    def _repr_json_(self) -> list[Any]:
+        return list(self)
+
+
+def connected_workers() -> list[dict[str, str]]:
+    """The workers this process holds open connections to: ``name`` and ``url``.
+
+    JupyterLab's status bar asks a notebook's kernel this (instead of guessing
+    from the words in its cells) to show the budget of the workers it really uses.
+    """
+    return _Listing(sorted(({"name": w.name, "url": w.url} for w in list(_OPEN)
+                            if w.connected), key=lambda d: (d["name"], d["url"])))
+
+
+def connect(url: str, token: str, name: str | None = None,
+            open_timeout: float = 30.0) -> Worker:
     """Connect to a worker as a data scientist.
 
     Parameters
@@ -260,9 +287,11 @@ def connect(url: str, token: str, name: str | None = None) -> Worker:
         Your token (``syftlab token add YOU`` on the owner's side).
     name : str, optional
         Local name for the worker.
+    open_timeout : float
+        Seconds to wait for the worker to answer.
 
     Returns
     -------
     Worker
     """
-    return Worker(url, token, name)
+    return Worker(url, token, name, open_timeout=open_timeout)
