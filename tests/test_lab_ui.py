@@ -359,3 +359,42 @@ def test_owner_panel_shows_the_producing_step_first_and_folds_the_rest(
         owner = kb.Owner(worker.process.state)
         owner.deny(req.id, "test over")
         owner.close()
+
+
+def test_receipt_request_button_asks_for_a_reason_and_makes_the_request(
+        labs: tuple[LabServer, LabServer], browser: Any, worker: kb.Worker,
+        pages: list[Page]) -> None:
+    sci, _ = labs
+    page = open_lab(browser, sci, "lab/tree/lab_receipt.ipynb")
+    pages.append(page)
+    expect(notebook(page).locator(".jp-Cell")).to_have_count(2, timeout=60_000)
+    wait_kernel_idle(page)
+    run_command(page, "notebook:run-all-cells")
+    out = notebook(page).locator(".jp-Cell").nth(1).locator(".jp-OutputArea")
+    receipt = out.locator(".syftlab-receipt")
+    expect(receipt).to_contain_text("alice · ok", timeout=120_000)
+    expect(receipt).to_contain_text("1 output held")
+    button = receipt.locator("button.syftlab-request-button")
+    expect(button).to_be_enabled()
+    assert button.evaluate("e => getComputedStyle(e).backgroundColor") not in (
+        "rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+    shot(page, "15-receipt-request-button")
+    button.click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("Ask alice to release this output")
+    dialog.locator("input").fill("mean age, from the request button")
+    shot(page, "16-receipt-request-reason")
+    dialog.locator("button.jp-mod-accept").click()
+    msg = receipt.locator(".syftlab-request-msg")
+    expect(msg).to_have_text(re.compile(r"^requested #\d+ \(pending\)$"), timeout=60_000)
+    expect(button).to_have_count(0)
+    rid = int(re.search(r"#(\d+)", msg.inner_text()).group(1))  # type: ignore[union-attr]
+    owner = kb.Owner(worker.process.state)
+    try:
+        r = owner.request(rid)
+        assert r.status == "pending" and r.reason == "mean age, from the request button"
+        assert r.scientist == "ana"
+        owner.deny(rid, "test over")
+    finally:
+        owner.close()
+    shot(page, "17-receipt-requested")

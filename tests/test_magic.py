@@ -415,3 +415,22 @@ def test_failed_remote_cell_stops_a_headless_run_all(alice: kb.Worker, owner: kb
     assert err.value.ename == "RemoteError"
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert out.cells[2].get("execution_count") is None and not out.cells[2].outputs
+
+
+def test_receipt_bundle_carries_a_request_token_the_button_sends_back(
+        session: kb.Worker, owner: kb.Owner) -> None:
+    from kernel_bridge.scientist.receipt import RECEIPT_MIME, request_from_ui
+
+    r = session.run("print(heart.age.max())")
+    data = r._repr_mimebundle_()[RECEIPT_MIME]
+    assert data["parts"][:2] == [session.name, "ok"] and data["held"] == 1
+    assert len(data["token"]) == 16 and r._repr_mimebundle_()[RECEIPT_MIME]["token"] == \
+        data["token"]  # one token per receipt
+    assert "error" in request_from_ui(data["token"], "   ")  # a reason is required
+    assert "no longer known" in request_from_ui("0" * 16, "why")["error"]
+    reply = request_from_ui(data["token"], "max age, from the button")
+    assert reply["status"] == "pending" and reply["worker"] == session.name
+    assert reply._repr_json_() == dict(reply)
+    assert owner.request(reply["id"]).reason == "max age, from the button"
+    # A receipt without held output has no button (no token).
+    assert "token" not in session.run("x = 1")._repr_mimebundle_()[RECEIPT_MIME]

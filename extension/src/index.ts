@@ -14,6 +14,7 @@ import { api, IDataset, Side } from './api';
 import { ApprovalsPanel } from './approvals';
 import { BudgetStatus } from './budgetstatus';
 import { keepKernelMetadataClean } from './cleanopen';
+import { addReceiptRenderer } from './receipt';
 import { RemoteDataSidebar } from './sidebar';
 import { insertionIndex, snippet } from './snippet';
 
@@ -68,6 +69,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
     keepKernelMetadataClean(tracker);
     if (side === 'scientist') {
+      addReceiptRenderer(tracker);
       const sidebar = new RemoteDataSidebar((w, d) => insertSnippet(tracker, w, d));
       sidebar.id = 'syftlab-remote-data';
       sidebar.title.icon = icon;

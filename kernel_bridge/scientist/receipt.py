@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -157,6 +159,20 @@ class Receipt:
 
         return receipt_html(self)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> dict[str, Any]:
+        """For JupyterLab with syftlab's extension: the receipt with a working Request button.
+
+        The button asks for a reason and calls :func:`request_from_ui` in this
+        kernel with the receipt's token (elsewhere the HTML receipt shows).
+        """
+        from .display import receipt_parts
+
+        data = receipt_parts(self)
+        if self.held:
+            data["token"] = _remember(self)
+        return {RECEIPT_MIME: data}
+
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -166,3 +182,50 @@ def _name(entry: dict[str, Any]) -> str:
     kind = entry.get("type")
     name = str(entry.get("name"))
     return f"{name} ({str(kind).rsplit('.', 1)[-1]})" if kind else name
+
+
+#: The MIME type JupyterLab's syftlab extension renders (a receipt, with a Request button).
+RECEIPT_MIME = "application/vnd.syftlab.receipt+json"
+
+#: Receipts with held outputs shown in this kernel, by the token their button sends back.
+_SHOWN: OrderedDict[str, Receipt] = OrderedDict()
+_SHOWN_MAX = 500
+
+
+def _remember(receipt: Receipt) -> str:
+    for token, r in _SHOWN.items():
+        if r is receipt:
+            return token
+    token = secrets.token_hex(8)
+    _SHOWN[token] = receipt
+    while len(_SHOWN) > _SHOWN_MAX:
+        _SHOWN.popitem(last=False)
+    return token
+
+
+class _Reply(dict):  # type: ignore[type-arg]
+    """A dict IPython also formats as ``application/json`` (for ``user_expressions``)."""
+
+    def _repr_json_(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def request_from_ui(token: str, reason: str) -> dict[str, Any]:
+    """What the receipt's Request button runs: ask the owner to release the held output.
+
+    Returns
+    -------
+    dict
+        ``{"id", "status", "worker"}`` of the new request, or ``{"error": message}``.
+    """
+    receipt = _SHOWN.get(str(token))
+    if receipt is None:
+        return _Reply(error="this receipt is no longer known to the kernel (restarted?): "
+                            "use _.request(reason) on it")
+    if not str(reason).strip():
+        return _Reply(error="a request needs a reason the owner can judge")
+    try:
+        req = receipt.request(str(reason).strip())
+    except Exception as exc:  # noqa: BLE001 - shown in the notebook, never raised there
+        return _Reply(error=f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")
+    return _Reply(id=req.id, status=req.status, worker=receipt.worker.name)
