@@ -74,7 +74,7 @@ def test_make_demo_target_sets_up_a_fresh_checkout(tmp_path: Path) -> None:
     assert any("-m venv" in s for s in steps)
     assert any('"torch==2.13.0"' in s for s in steps)
     assert any('install -q -e ".[test]"' in s for s in steps)
-    assert steps[-1].strip().endswith("syftlab demo")
+    assert steps[-1].strip().endswith("/python -m kernel_bridge.owner.cli demo")
 
 
 def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Path) -> None:
