@@ -221,6 +221,11 @@ def test_owner_approves_and_denies_by_clicking(
     expect(card.locator(".syftlab-code .cm-comment").first).to_be_visible()  # highlighted
     snapshot_text = card.locator(".syftlab-snapshot").inner_text().strip()
     assert re.fullmatch(r"[0-9]+\.[0-9]+", snapshot_text), snapshot_text
+    # Approve and Deny look like buttons one can press (filled), not greyed out.
+    approve_bg = card.locator(".syftlab-approve").evaluate(
+        "e => getComputedStyle(e).backgroundColor")
+    deny_bg = card.locator(".syftlab-deny").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert approve_bg != deny_bg and "rgba(0, 0, 0, 0)" not in (approve_bg, deny_bg)
     shot(opage, "3-owner-pending")
 
     card.locator(".syftlab-approve").click()
@@ -315,7 +320,8 @@ def test_status_bar_epsilon_drops_after_a_dp_query(
     pages.append(opage)
     opage.locator(".syftlab-tab[data-tab='budget']").click()
     row = opage.locator(".syftlab-ledger tr").filter(has_text="ana").filter(has_text="heart")
-    expect(row).to_contain_text("0.2", timeout=30_000)
+    expect(row).to_contain_text("0.20", timeout=30_000)  # ε: two decimals, as everywhere
+    assert re.search(r"\b3\.00\b", row.inner_text())  # the limit, not "3" or "3.000"
     shot(opage, "10-owner-ledger")
 
 
