@@ -10,7 +10,7 @@ import traitlets
 
 from kernel_bridge.errors import SyftError
 from kernel_bridge.owner import lineage
-from kernel_bridge.owner.owner_api import Owner, PendingRequest, human_size, render_value
+from kernel_bridge.owner.owner_api import Owner, PendingRequest, render_value
 
 from ._base import LiveWidget, static
 
@@ -148,12 +148,11 @@ class Approvals(LiveWidget):
                 self.updated = time.time()
 
     def _row(self, owner: Owner, r: PendingRequest, preview: bool = True) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "id": r.id, "scientist": r.scientist, "reason": r.reason, "kind": r.kind,
-            "value_type": r.value_type, "size": r.size, "size_text": human_size(r.size),
-            "sha256": r.sha256[:16], "status": r.status, "deny_reason": r.deny_reason or "",
-            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
-        }
+        s = r.summary()
+        row: dict[str, Any] = {k: s[k] for k in (
+            "id", "scientist", "reason", "kind", "value_type", "size", "size_text", "status")}
+        row.update(sha256=r.sha256[:16], deny_reason=r.deny_reason or "",
+                   created=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)))
         if preview:
             row["preview"], row["code"] = self._preview(owner, r)
             row["lineage"] = _lineage_rows(r)

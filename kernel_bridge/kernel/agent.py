@@ -14,11 +14,11 @@ shared-memory file in the kernel's private socket directory.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from ..ops import allowlist
 from ..wire import codec, frames
+from ..wire.protocol import Action
 from ..wire.refs import PointerRef
 from .arena import Arena
 
@@ -196,36 +196,34 @@ def _incoming_value(content: dict[str, Any], buffers: list[Any]) -> Any:
 def handle(content: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
     """Carry out one request from the worker; returns reply content and buffers."""
     action = content["action"]
-    if action == "put":
+    if action == Action.PUT:
         value = _incoming_value(content, buffers)
         STORE[content["id"]] = value
         if content.get("bind"):
             _state["shell"].user_ns[content["bind"]] = value
         return {"meta": meta_of(value)}, []
-    if action == "op":
+    if action == Action.OP:
         req = codec.decode(buffers[0], buffers[1:])
         result = run_op(req)
         if req["kind"] == "setitem":
             return {"meta": meta_of(None)}, []
         STORE[req["out"]] = result
         return {"meta": meta_of(result)}, []
-    if action == "get":
+    if action == Action.GET:
         return _value_reply(_stored(content["id"]))
-    if action == "bind_var":
+    if action == Action.BIND_VAR:
         ns = _state["shell"].user_ns
         name = content["name"]
         if name not in ns or name.startswith("_"):
             raise NameError(name)
         STORE[content["id"]] = ns[name]
         return {"meta": meta_of(ns[name])}, []
-    if action == "names":
+    if action == Action.NAMES:
         return {"names": names(list(content["names"]))}, []
-    if action == "delete":
+    if action == Action.DELETE:
         for i in content["ids"]:
             STORE.pop(i, None)
         return {}, []
-    if action == "ping":
-        return {"time": time.time()}, []
     raise ValueError(f"unknown action {action!r}")
 
 

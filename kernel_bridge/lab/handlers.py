@@ -154,7 +154,7 @@ class LedgerHandler(SyftlabHandler):
     async def get(self) -> None:
         side = self.need(OwnerSide)
         rows = await self.blocking(side.ledger)
-        self.reply({"ledger": rows if rows is not None else [], "available": rows is not None})
+        self.reply({"ledger": rows, "available": True})
 
 
 def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:

@@ -8,10 +8,9 @@ Calls run on one thread (the handlers' executor), in order.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any
 
-from ..owner.owner_api import Owner, PendingRequest, human_size
+from ..owner.owner_api import Owner
 from .preview import preview
 
 #: Statuses the history tab shows.
@@ -39,13 +38,6 @@ class OwnerSide:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.owner.close()
 
-    @staticmethod
-    def _summary(r: PendingRequest) -> dict[str, Any]:
-        d = asdict(r)
-        d.pop("lineage")
-        d["size_text"] = human_size(r.size)
-        return d
-
     def requests(self, which: str) -> list[dict[str, Any]]:
         """``pending``, ``history`` (approved and denied, newest first) or ``all``."""
         if which == "pending":
@@ -57,24 +49,23 @@ class OwnerSide:
             rows = self.owner.requests(None)
         else:
             raise ValueError(f"unknown request list {which!r}: pending, history or all")
-        return [self._summary(r) for r in rows]
+        return [r.summary() for r in rows]
 
     def request(self, request_id: int) -> dict[str, Any]:
         """One request with its lineage, code listing and a preview of the snapshot."""
         r = self.owner.request(request_id)
-        d = self._summary(r)
+        d = r.summary()
         d["lineage"] = r.lineage_view()  # target first, what led to it, the rest folded
         d["code"] = r.code()
         d["preview"] = preview(self.owner.value(request_id))
         return d
 
     def approve(self, request_id: int) -> dict[str, Any]:
-        return self._summary(self.owner.approve(request_id))
+        return self.owner.approve(request_id).summary()
 
     def deny(self, request_id: int, reason: str) -> dict[str, Any]:
-        return self._summary(self.owner.deny(request_id, reason))
+        return self.owner.deny(request_id, reason).summary()
 
-    def ledger(self) -> list[dict[str, Any]] | None:
-        """The privacy-budget ledger per scientist and asset (None before DP exists)."""
-        fn = getattr(self.owner, "budget", None)
-        return None if fn is None else [dict(row) for row in fn()]
+    def ledger(self) -> list[dict[str, Any]]:
+        """The privacy-budget ledger per scientist and asset."""
+        return [dict(row) for row in self.owner.budget()]

@@ -18,6 +18,7 @@ from ..errors import KernelDied, MethodNotAllowed, ProtocolError, RemoteError, U
 from ..kernel.agent import meta_of
 from ..wire import codec, frames
 from ..wire.bulk import TICKET_TTL, BulkServer
+from ..wire.protocol import Action
 from . import gate, limits
 from .assets import Asset
 from .config import WorkerConfig
@@ -70,7 +71,7 @@ class WorkerContext:
             raise
         if reply.get("status") != "ok":
             ename = reply.get("ename")
-            if ename == "ObjectGone" and content.get("action") in ("op", "get"):
+            if ename == "ObjectGone" and content.get("action") in (Action.OP, Action.GET):
                 raise UnknownObject("the object is gone from the kernel (restarted or deleted)")
             if ename == "MethodNotAllowed":
                 # The kernel's own message is not forwarded: scientist code may have
@@ -134,7 +135,7 @@ class WorkerContext:
         header, buffers = self._asset_frames[key]
         content, bufs = await self.put_content(session, kernel, header, buffers)
         oid = f"asset_{name}_{kernel}_{session.host(kernel).generation}"
-        content.update(action="put", id=oid, bind=name)
+        content.update(action=Action.PUT, id=oid, bind=name)
         reply, _ = await self.agent(session, kernel, content, bufs)
         state.loaded.add(name)
         seq = session.record("asset", f"{name} = <asset {name!r} ({kernel})>", kernel, oid)

@@ -8,7 +8,7 @@ the approval panel and the widgets all go through this class.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,15 @@ class PendingRequest:
         private steps that led to it; later steps and mock cells are folded
         (``full=True`` lists them too). See :mod:`kernel_bridge.owner.lineage`."""
         return lineage.render(self.lineage, full=full)
+
+    def summary(self) -> dict[str, Any]:
+        """The request as one row of a list (CLI, approval panel, widget): no lineage.
+
+        Plain fields plus ``size_text``; each view formats dates its own way.
+        """
+        d = {k: v for k, v in asdict(self).items() if k != "lineage"}
+        d["size_text"] = human_size(self.size)
+        return d
 
     def lineage_view(self) -> dict[str, Any]:
         """``{"target", "leading", "rest"}``: the lineage arranged for review."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import KernelDied, ProtocolError, SyftError
-from ...wire.protocol import Op
+from ...wire.protocol import Action, Op
 from .. import gate, limits
 from ..session import Session, new_id
 from .base import Handler, Service
@@ -66,7 +66,7 @@ class CellService(Service):
                 if result.status != "ok" and candidates:
                     with contextlib.suppress(SyftError):
                         r, _ = await self.ctx.agent(session, kernel, {
-                            "action": "names", "names": candidates}, timeout=10)
+                            "action": Action.NAMES, "names": candidates}, timeout=10)
                         reported = r.get("names")
         if kernel == "private":
             names = gate.parsed_names(candidates)

@@ -25,7 +25,7 @@ from ...errors import (
 )
 from ...ops import allowlist
 from ...wire import codec, frames
-from ...wire.protocol import Op
+from ...wire.protocol import Action, Op
 from ...wire.refs import PointerRef
 from .. import gate, limits
 from ..session import CLEAN_KERNELS, RemoteObject, Session, new_id
@@ -95,7 +95,7 @@ class ObjectService(Service):
         async with host.lock:
             content, bufs = await self.ctx.put_content(session, kernel, value_header, value_buffers)
             oid = new_id()
-            content.update(action="put", id=oid)
+            content.update(action=Action.PUT, id=oid)
             reply, _ = await self.ctx.agent(session, kernel, content, bufs)
             seq = session.record("send", f"{oid} = send(<{reply['meta'].get('type')}>)",
                                  kernel, oid)
@@ -119,13 +119,14 @@ class ObjectService(Service):
         """Copy ``obj``'s value from its (clean) kernel into ``dest`` under ``oid``."""
         src = session.host(obj.kernel)
         async with src.lock:
-            reply, bufs = await self.ctx.agent(session, obj.kernel, {"action": "get", "id": obj.id})
+            reply, bufs = await self.ctx.agent(session, obj.kernel,
+                                               {"action": Action.GET, "id": obj.id})
             pieces, _ = self.ctx.value_frame(session, obj.kernel, reply, bufs, copy=True)
         header, buffers = frames.unpack(memoryview(pieces[0]), limit=None)
         host = session.host(dest)
         async with host.lock:
             content, bufs = await self.ctx.put_content(session, dest, bytes(header), list(buffers))
-            content.update(action="put", id=oid)
+            content.update(action=Action.PUT, id=oid)
             put, _ = await self.ctx.agent(session, dest, content, bufs)
         meta: dict[str, Any] = put["meta"]
         return meta
@@ -150,7 +151,7 @@ class ObjectService(Service):
         src = obj.kernel
         obj.kernel, obj.generation = dest, session.host(dest).generation
         async with session.host(src).lock:
-            await self.ctx.agent(session, src, {"action": "delete", "ids": [obj.id]})
+            await self.ctx.agent(session, src, {"action": Action.DELETE, "ids": [obj.id]})
         session.record("move", f"{obj.id}: moved into the {dest} kernel", dest, obj.id)
         return obj.id
 
@@ -212,7 +213,7 @@ class ObjectService(Service):
                    "out": oid}
             header, buffers = codec.encode(req)
             try:
-                reply, _ = await self.ctx.agent(session, kernel, {"action": "op"},
+                reply, _ = await self.ctx.agent(session, kernel, {"action": Action.OP},
                                              [header, *buffers])
             except MethodNotAllowed:
                 raise MethodNotAllowed(
@@ -222,12 +223,13 @@ class ObjectService(Service):
             finally:
                 if copies:
                     with contextlib.suppress(SyftError):
-                        await self.ctx.agent(session, kernel, {"action": "delete", "ids": copies})
+                        await self.ctx.agent(session, kernel,
+                                             {"action": Action.DELETE, "ids": copies})
             made = reply.get("meta", {}).get("type")
             if kind != "setitem" and allowlist.family_of(str(made)) is None:
                 # Functions, classes, modules: a pointer to one could be called with
                 # private data through a later op, producing "clean" results.
-                await self.ctx.agent(session, kernel, {"action": "delete", "ids": [oid]})
+                await self.ctx.agent(session, kernel, {"action": Action.DELETE, "ids": [oid]})
                 raise MethodNotAllowed(
                     f"{str(name)[:60]!r} on a remote {target.type_name} gave an object of a "
                     "type pointers never hold (functions, classes, modules, other objects); "
@@ -256,7 +258,7 @@ class ObjectService(Service):
             oid = new_id()
             try:
                 reply, _ = await self.ctx.agent(session, kernel,
-                                             {"action": "bind_var", "name": name, "id": oid})
+                                             {"action": Action.BIND_VAR, "name": name, "id": oid})
             except RemoteError:
                 raise UnknownObject(f"no variable {name!r} in the {kernel} kernel",
                                     name=name) from None
@@ -276,7 +278,7 @@ class ObjectService(Service):
             host = session.host(kernel)
             if host.started:
                 async with host.lock:
-                    await self.ctx.agent(session, kernel, {"action": "delete", "ids": ids})
+                    await self.ctx.agent(session, kernel, {"action": Action.DELETE, "ids": ids})
         return {}
 
     async def op_get(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +304,8 @@ class ObjectService(Service):
         try:
             obj = session.get(msg.get("id"), obj.kernel)  # still there, in this kernel
             gate.check_release(session, obj)  # at the moment of release, under the lock
-            reply, bufs = await self.ctx.agent(session, obj.kernel, {"action": "get", "id": obj.id})
+            reply, bufs = await self.ctx.agent(session, obj.kernel,
+                                               {"action": Action.GET, "id": obj.id})
             pieces, size = self.ctx.value_frame(session, obj.kernel, reply, bufs, copy=False)
             out, done = self.ctx.deliver(pieces, size)
             session.record("get", f"get({obj.id})", obj.kernel, obj.id)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import PermissionDenied, ProtocolError, RequestDenied, RequestPending
 from ...wire import codec
-from ...wire.protocol import Op
+from ...wire.protocol import Action, Op
 from .. import limits
 from ..session import Session
 from .base import Handler, Service
@@ -51,7 +51,7 @@ class RequestService(Service):
             host = session.host(obj.kernel)
             async with host.lock:
                 reply, bufs = await self.ctx.agent(session, obj.kernel,
-                                                {"action": "get", "id": obj.id})
+                                                {"action": Action.GET, "id": obj.id})
                 pieces, _ = self.ctx.value_frame(session, obj.kernel, reply, bufs, copy=True)
             data = pieces[0]
             value_type = obj.type_name
