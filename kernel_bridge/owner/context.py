@@ -53,14 +53,15 @@ class WorkerContext:
         self._asset_meta: dict[str, dict[str, Any]] = {}
 
     def pointer(self, session: Session, obj: RemoteObject) -> dict[str, Any]:
+        """What the scientist may learn about ``obj`` (an asset: as the worker loaded it)."""
         declared = None
         if obj.asset is not None and obj.kernel == "private":
             declared = self._asset_meta.get(obj.asset)
         return session.pointer_info(obj, declared)
 
     async def agent(self, session: Session, kernel: str, content: dict[str, Any],
-                     buffers: list[Any] | None = None, timeout: float | None = None
-                     ) -> tuple[dict[str, Any], list[Any]]:
+                    buffers: list[Any] | None = None, timeout: float | None = None
+                    ) -> tuple[dict[str, Any], list[Any]]:
         """One agent request; the caller holds the kernel's lock."""
         host = session.host(kernel)
         try:
@@ -84,7 +85,7 @@ class WorkerContext:
         return reply, bufs
 
     def value_frame(self, session: Session, kernel: str, reply: dict[str, Any],
-                     bufs: list[Any], copy: bool) -> tuple[list[Any], int]:
+                    bufs: list[Any], copy: bool) -> tuple[list[Any], int]:
         """The frame the agent produced, validated; ``copy`` detaches it from the arena."""
         if "arena" in reply:
             host = session.host(kernel)
@@ -143,7 +144,8 @@ class WorkerContext:
         obj.asset = name
 
     async def put_content(self, session: Session, kernel: str, header: bytes,
-                           buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+                          buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        """The content and buffers of a ``put`` (large values go through the arena)."""
         size = frames.frame_size(header, buffers)
         host = session.host(kernel)
         await host.ensure_started()
@@ -153,6 +155,7 @@ class WorkerContext:
         return {}, [header, *buffers]
 
     def mentions(self, code: str) -> list[str]:
+        """The assets a cell's source names (they are loaded before it runs)."""
         return [n for n in self.assets if re.search(rf"\b{re.escape(n)}\b", code)]
 
 
