@@ -129,7 +129,7 @@ def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Pat
 
 def test_headless_demo_executes_start_here(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    out = subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", "demo", "--execute",
+    out = subprocess.run([sys.executable, "-m", "kernel_bridge.cli", "demo", "--execute",
                           "--state-root", str(root), "--any-port"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
