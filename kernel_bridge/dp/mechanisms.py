@@ -24,7 +24,7 @@ import pandas as pd
 import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
-from ..owner.config import AssetSpec, ColumnSpec
+from ..specs import AssetSpec, ColumnSpec
 from .query import Query
 
 # OpenDP gates its polars integration and several mechanisms behind "contrib":
