@@ -54,9 +54,11 @@ browser:
 	    echo "chromium is missing: install it (e.g. sudo apt-get install chromium)"; exit 1; \
 	  fi; }
 
-# DEMO_ARGS="--execute" runs the start-here notebook headless instead of opening JupyterLab.
+# DEMO_ARGS="--execute" runs the start-here notebook headless instead of opening JupyterLab;
+# "--keep-state" keeps the previous run's requests and budgets (each demo starts clean).
+# `python -m`: this checkout's code, whatever interpreter a copied venv's scripts name.
 demo: $(STAMP) $(LABEXT) sandbox
-	$(BIN)/syftlab demo $(DEMO_ARGS)
+	$(BIN)/python -m kernel_bridge.owner.cli demo $(DEMO_ARGS)
 
 test: $(STAMP) $(LABEXT) sandbox browser
 	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets

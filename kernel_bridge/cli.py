@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "print where the executed copy is, instead of starting JupyterLab")
     d.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="workers run kernels without bubblewrap (where it cannot run)")
+    d.add_argument("--keep-state", action="store_true",
+                   help="keep the previous run's requests, budgets and Lab workspaces "
+                        "(default: every demo starts clean)")
 
     b = sub.add_parser("budget", help="DP budgets: spent and remaining per scientist and asset")
     b.add_argument("--state", help="the worker's state directory")
@@ -242,17 +245,20 @@ def run_requests(args: argparse.Namespace) -> int:
                     + (f" reason for denial: {r.deny_reason}" if r.deny_reason else "")))
         print(clean(f"reason: {r.reason or '-'}"))
         print(clean(f"value: {r.value_type}, {human_size(r.size)}, sha256 {r.sha256}"))
-        print("lineage:")
-        for line in clean(r.code()).splitlines():
+        print("lineage (the step that produced the value first):")
+        for line in clean(r.code(full=True)).splitlines():
             print(f"    {line}")
         print("value:")
         print(clean(render_value(owner.value(args.id))))
     elif args.action == "approve":
         r = owner.approve(args.id)
-        print(clean(f"approved request #{r.id} ({r.scientist})"))
+        print(clean(f"request #{r.id} ({r.scientist}) was already approved: nothing changed"
+                    if r.already_decided else f"approved request #{r.id} ({r.scientist})"))
     elif args.action == "deny":
         r = owner.deny(args.id, args.reason)
-        print(clean(f"denied request #{r.id} ({r.scientist}): {args.reason}"))
+        print(clean(f"request #{r.id} ({r.scientist}) was already denied: nothing changed"
+                    if r.already_decided
+                    else f"denied request #{r.id} ({r.scientist}): {args.reason}"))
     return 0
 
 
@@ -340,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              state_root=Path(args.state_root) if args.state_root else None,
                              any_port=args.any_port, lab=not args.no_lab,
                              lab_port=args.lab_port, execute=execute,
-                             unsafe_no_sandbox=args.unsafe_no_sandbox)
+                             unsafe_no_sandbox=args.unsafe_no_sandbox,
+                             keep_state=args.keep_state)
         if args.command == "audit":
             return run_audit(args)
         if args.command == "tls":

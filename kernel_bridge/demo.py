@@ -5,13 +5,19 @@ state dir under ``.demo/``), gives scientist "ana" a token on each, writes
 ``.demo/connections.json`` (so the notebooks connect with no manual step),
 starts JupyterLab on ``notebooks/`` and prints its URL. Ctrl-C stops all of
 them. ``--execute`` runs the start-here notebook headless instead of Lab.
+
+Every start is a clean start: the workers' state (tokens, requests, the privacy
+budget ledger, audit log) and the Labs' workspaces from an earlier run are
+removed first, unless ``keep_state`` (``syftlab demo --keep-state``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +29,7 @@ from typing import Any
 
 from .owner.config import WorkerConfig
 from .owner.owner_api import Owner
+from .owner.store import DB_NAME
 from .scientist import connections
 from .scientist.launch import WorkerProcess
 
@@ -36,6 +43,40 @@ def repo_root() -> Path:
 def default_datasets() -> Path:
     """The repository's ``datasets/`` folder (next to the package in a checkout)."""
     return repo_root() / "datasets"
+
+
+def worker_configs(datasets: Path, names: list[str], state_root: Path | None = None
+                   ) -> list[WorkerConfig]:
+    """The sample workers' configs (state under ``state_root/NAME`` when given)."""
+    out = []
+    for name in names:
+        config = WorkerConfig.from_toml(datasets / f"{name}.toml")
+        if state_root is not None:
+            config = config.with_overrides(state=(state_root / config.name).resolve())
+        out.append(config)
+    return out
+
+
+def reset_state(configs: list[WorkerConfig], root: Path) -> list[Path]:
+    """Remove an earlier run's worker state dirs and Lab workspaces; returns what went.
+
+    Only folders that are a worker's state (they hold its database) or the
+    demo's own Lab folders are removed, never anything else under ``root``.
+    """
+    removed = []
+    for cfg in configs:
+        state = Path(cfg.state)
+        if state.is_dir() and ((state / DB_NAME).exists() or not any(state.iterdir())):
+            shutil.rmtree(state)
+            removed.append(state)
+    for name in ("lab-scientist", *(f"lab-owner-{c.name}" for c in configs)):
+        lab_dir = root / name
+        if lab_dir.is_dir():
+            shutil.rmtree(lab_dir)
+            removed.append(lab_dir)
+    for name in (connections.FILE_NAME, "tokens.json", "demo.json"):
+        (root / name).unlink(missing_ok=True)
+    return removed
 
 
 def start_workers(datasets: Path, names: list[str], scientist: str = SCIENTIST,
@@ -94,14 +135,25 @@ class Lab:
     """JupyterLab on 127.0.0.1 in its own process group (Ctrl-C reaches the demo only)."""
 
     def __init__(self, notebooks: Path, root: Path, env: dict[str, str],
-                 port: int = 8888, side: list[str] | None = None, log_name: str = "lab.log"
-                 ) -> None:
+                 port: int = 8888, side: list[str] | None = None, log_name: str = "lab.log",
+                 lab_dir: Path | None = None) -> None:
         self.token = secrets.token_hex(24)
         self.port = port if port and port_free(port) else free_port()
         self.log_path = root / log_name
+        # Each Lab keeps its own workspace (open tabs, layout) and user settings: the
+        # owner's Lab must not reopen the scientist's notebook and start a kernel on it.
+        self.lab_dir = lab_dir or root / log_name.removesuffix(".log")
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.lab_dir / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True, exist_ok=True)
+        news = settings / "notification.jupyterlab-settings"
+        if not news.exists():
+            news.write_text('{"fetchNews": "false"}')
         argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
                 "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
                 f"--ServerApp.root_dir={notebooks}", f"--IdentityProvider.token={self.token}",
+                f"--LabApp.workspaces_dir={self.lab_dir / 'workspaces'}",
+                f"--LabApp.user_settings_dir={self.lab_dir / 'settings'}",
                 *(side or [])]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -154,6 +206,26 @@ def _print_intro(workers: list[tuple[WorkerProcess, WorkerConfig, str]], conn_fi
     print(f"\nTokens are in {conn_file}.", flush=True)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def failure_text(exc: BaseException, max_lines: int = 25) -> str:
+    """A headless run's failure, readable in a terminal: no ANSI codes, cut at the end.
+
+    For a cell that raised (nbclient's ``CellExecutionError``) it is the error's
+    type and message, then the last ``max_lines`` lines of its traceback.
+    """
+    ename = getattr(exc, "ename", None)
+    if ename:
+        head = f"{ename}: {_ANSI.sub('', str(getattr(exc, 'evalue', '')))}"
+        tb = _ANSI.sub("", str(getattr(exc, "traceback", "") or "")).strip().splitlines()
+        tail = tb[-max_lines:]
+        more = [f"... ({len(tb) - max_lines} earlier lines)"] if len(tb) > max_lines else []
+        return "\n".join([head, "", *more, *tail])
+    lines = _ANSI.sub("", f"{type(exc).__name__}: {exc}").strip().splitlines()
+    return "\n".join(lines[:max_lines] + (["..."] if len(lines) > max_lines else []))
+
+
 def execute_notebook(notebook: Path, conn_file: Path, out_dir: Path) -> Path:
     """Run ``notebook`` against the live workers; returns the executed copy's path."""
     from .notebook_runner import execute
@@ -166,11 +238,21 @@ def execute_notebook(notebook: Path, conn_file: Path, out_dir: Path) -> Path:
 def main(datasets: Path | None = None, names: list[str] | None = None, *,
          state_root: Path | None = None, any_port: bool = False, lab: bool = True,
          lab_port: int = 8888, execute: Path | None = None,
-         notebooks: Path | None = None, unsafe_no_sandbox: bool = False) -> int:
-    """Run the demo until Ctrl-C (or, with ``execute``, until the notebook has run)."""
+         notebooks: Path | None = None, unsafe_no_sandbox: bool = False,
+         keep_state: bool = False) -> int:
+    """Run the demo until Ctrl-C (or, with ``execute``, until the notebook has run).
+
+    It starts clean (see :func:`reset_state`) unless ``keep_state``.
+    """
     datasets = datasets or default_datasets()
     names = names or ["alice", "bob"]
     notebooks = notebooks or repo_root() / "notebooks"
+    if not keep_state:
+        configs = worker_configs(datasets, names, state_root)
+        root0 = state_root.resolve() if state_root else Path(configs[0].state).parent
+        if reset_state(configs, root0):
+            print(f"fresh start: removed the previous demo state under {root0} "
+                  "(--keep-state keeps it)", flush=True)
     workers = start_workers(datasets, names, state_root=state_root, any_port=any_port,
                             unsafe_no_sandbox=unsafe_no_sandbox)
     root = state_root.resolve() if state_root else Path(workers[0][1].state).parent
@@ -200,7 +282,7 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
                 out = execute_notebook(execute, conn_file, root)
             except Exception as exc:
                 out = root / f"{execute.stem}.executed.ipynb"
-                print(f"\nthe notebook failed: {type(exc).__name__}: {str(exc)[-2000:]}\n"
+                print(f"\nthe notebook failed:\n{failure_text(exc)}\n\n"
                       f"partial copy: {out}", file=sys.stderr)
                 return 1
             print(f"\nexecuted notebook: {out}", flush=True)
@@ -211,7 +293,8 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
             env = kernel_env(kernelspec_dir(root / ".jupyter-kernels"), conn_file)
             # The scientist's Lab: the "Remote data" sidebar reads the connection file.
             lab_proc = Lab(notebooks, root, env, port=lab_port,
-                           side=[f"--Syftlab.connections_file={conn_file}"])
+                           side=[f"--Syftlab.connections_file={conn_file}"],
+                           log_name="lab-scientist.log")
             info["lab"] = {"pid": lab_proc.proc.pid, "url": lab_proc.url}
             # The first worker's owner gets a Lab of their own: the "Approvals" panel.
             owner_cfg = workers[0][1]

@@ -8,7 +8,14 @@ private values.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
+
+#: In IPython/Jupyter, syftlab's errors show as one line (``Type: message``) instead
+#: of a traceback through the client's internals. ``SYFTLAB_FULL_TRACEBACKS=1`` (or
+#: setting this to False) brings the full tracebacks back, for debugging syftlab itself.
+SHORT_TRACEBACKS = os.environ.get("SYFTLAB_FULL_TRACEBACKS", "") in ("", "0")
 
 
 class SyftError(Exception):
@@ -21,6 +28,14 @@ class SyftError(Exception):
 
     def to_wire(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "message": self.message, "data": self.data}
+
+    @property
+    def _render_traceback_(self) -> Callable[[], list[str]]:
+        """IPython's hook for a custom traceback: the error's one line that matters."""
+        if not SHORT_TRACEBACKS:
+            raise AttributeError("_render_traceback_")  # IPython then shows the full one
+        name = type(self).__name__
+        return lambda: [f"\x1b[0;31m{name}\x1b[0m: {self.message or str(self)}"]
 
 
 class ProtocolError(SyftError):
@@ -113,6 +128,14 @@ class RequestPending(SyftError):
     """The request has not been decided yet."""
 
 
+class AlreadyDecided(SyftError, ValueError):
+    """The request was decided before (``data["status"]``); a decision cannot change.
+
+    The owner side turns a repeat of the same decision into a no-op; only the
+    opposite decision raises this.
+    """
+
+
 class RemoteError(SyftError):
     """Code run on the worker raised; only the exception *type* is reported."""
 
@@ -144,6 +167,14 @@ class ConfigError(SyftError):
 
 class ConnectionLost(SyftError):
     """The connection to the worker closed."""
+
+
+class WorkerUnreachable(ConnectionLost):
+    """No worker answered at the URL (refused, unknown host, timed out, not a worker)."""
+
+
+class InvalidURL(SyftError, ValueError):
+    """The worker URL is not a ``ws://host:port`` (or ``wss://``) address."""
 
 
 class InvalidQuery(SyftError):
@@ -183,6 +214,7 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         ApprovalRequired,
         RequestDenied,
         RequestPending,
+        AlreadyDecided,
         RemoteError,
         KernelDied,
         ExecutionTimeout,
@@ -191,6 +223,8 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         OutputTooLarge,
         ConfigError,
         ConnectionLost,
+        WorkerUnreachable,
+        InvalidURL,
         InvalidQuery,
         BudgetExhausted,
     )

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .scientist import connections
 
 KERNEL_NAME = "python3"
+DISPLAY_NAME = "Python 3 (ipykernel)"
 
 
 def kernelspec_dir(root: str | os.PathLike[str]) -> Path:
@@ -25,7 +27,9 @@ def kernelspec_dir(root: str | os.PathLike[str]) -> Path:
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (syftlab)",
+        # The standard name: notebooks saved anywhere say it, so Lab does not mark them
+        # modified on open to record another kernel name.
+        "display_name": DISPLAY_NAME,
         "language": "python",
         "metadata": {"debugger": True},
     }, indent=1))
@@ -41,7 +45,8 @@ def kernel_env(jupyter_dir: Path, connection_file: Path) -> dict[str, str]:
 
 def execute(notebook: str | os.PathLike[str], out: str | os.PathLike[str],
             connection_file: str | os.PathLike[str], timeout: float = 300,
-            progress: bool = True) -> Any:
+            progress: bool = True,
+            after_cell: Callable[[int, Any], None] | None = None) -> Any:
     """Execute ``notebook`` top to bottom and write the executed copy to ``out``.
 
     Parameters
@@ -54,6 +59,9 @@ def execute(notebook: str | os.PathLike[str], out: str | os.PathLike[str],
         Seconds one cell may take.
     progress : bool
         Show a tqdm bar over the cells on stderr.
+    after_cell : callable, optional
+        Called as ``after_cell(index, cell)`` once each cell has run (a test can
+        play the data owner there, e.g. decide in "the panel" before the owner cell).
 
     Returns
     -------
@@ -75,7 +83,7 @@ def execute(notebook: str | os.PathLike[str], out: str | os.PathLike[str],
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL_NAME,
                                 resources={"metadata": {"path": str(src.parent.resolve())}},
-                                on_cell_executed=lambda **_: bar.update())
+                                on_cell_executed=lambda **kw: _executed(kw, bar, after_cell))
         try:
             client.execute()
         finally:
@@ -89,6 +97,13 @@ def execute(notebook: str | os.PathLike[str], out: str | os.PathLike[str],
             else:
                 os.environ[k] = v
     return nb
+
+
+def _executed(kw: dict[str, Any], bar: Any,
+              after_cell: Callable[[int, Any], None] | None) -> None:
+    bar.update()
+    if after_cell is not None:
+        after_cell(int(kw.get("cell_index", -1)), kw.get("cell"))
 
 
 def output_text(nb: Any) -> str:

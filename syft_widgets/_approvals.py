@@ -9,6 +9,7 @@ from typing import Any
 import traitlets
 
 from kernel_bridge.errors import SyftError
+from kernel_bridge.owner import lineage
 from kernel_bridge.owner.owner_api import Owner, PendingRequest, human_size, render_value
 
 from ._base import LiveWidget, static
@@ -22,6 +23,19 @@ RECENT = 10
 
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n] + "\n... (truncated)"
+
+
+def _lineage_rows(r: PendingRequest) -> dict[str, Any]:
+    """The request's lineage arranged for review (target, leading, rest), clipped."""
+    def entry(e: dict[str, Any] | None) -> dict[str, Any] | None:
+        if e is None:
+            return None
+        return {"seq": e.get("seq"), "kind": str(e.get("kind", "")), "kernel":
+                str(e.get("kernel", "")), "title": lineage.entry_title(e),
+                "code": _clip(str(e.get("code") or ""), CODE_CHARS)}
+    view = r.lineage_view()
+    return {"target": entry(view["target"]), "leading": [entry(e) for e in view["leading"]],
+            "rest": [entry(e) for e in view["rest"]]}
 
 
 class Approvals(LiveWidget):
@@ -70,14 +84,16 @@ class Approvals(LiveWidget):
     def approve(self, request_id: int) -> PendingRequest:
         """Approve request ``request_id``: its snapshot is released to the scientist."""
         row = self.owner.approve(int(request_id))
-        self.message = f"approved #{row.id} ({row.scientist})"
+        self.message = (f"#{row.id} was already approved" if row.already_decided
+                        else f"approved #{row.id} ({row.scientist})")
         self._refresh_from(self.owner)
         return row
 
     def deny(self, request_id: int, reason: str) -> PendingRequest:
         """Deny request ``request_id``; ``reason`` is shown to the scientist."""
         row = self.owner.deny(int(request_id), reason)
-        self.message = f"denied #{row.id} ({row.scientist})"
+        self.message = (f"#{row.id} was already denied" if row.already_decided
+                        else f"denied #{row.id} ({row.scientist})")
         self._refresh_from(self.owner)
         return row
 
@@ -140,6 +156,7 @@ class Approvals(LiveWidget):
         }
         if preview:
             row["preview"], row["code"] = self._preview(owner, r)
+            row["lineage"] = _lineage_rows(r)
         return row
 
     def _preview(self, owner: Owner, r: PendingRequest) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 import traitlets
 
 from kernel_bridge.owner.owner_api import Owner
+from kernel_bridge.scientist.dp import format_epsilon
 from kernel_bridge.scientist.worker import Worker
 
 from ._base import LiveWidget, static
@@ -18,7 +19,8 @@ def _row(label: str, b: dict[str, Any]) -> dict[str, Any]:
     remaining = float(b.get("epsilon_remaining", max(0.0, limit - spent)))
     fraction = min(1.0, spent / limit) if limit > 0 else 1.0
     delta_limit = b.get("delta_limit")
-    text = f"ε {spent:.3g} of {limit:.3g} spent, {remaining:.3g} left"
+    text = (f"ε {format_epsilon(spent)} of {format_epsilon(limit)} spent, "
+            f"{format_epsilon(remaining)} left")
     if delta_limit:
         text += f"; δ {float(b.get('delta_spent') or 0.0):.2g} of {float(delta_limit):.2g}"
     return {"label": label, "asset": b.get("asset", label), "scientist": b.get("scientist", ""),

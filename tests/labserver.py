@@ -60,7 +60,8 @@ class LabServer:
         self.env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
                     "JUPYTER_CONFIG_DIR": str(home / "config"), "OMP_NUM_THREADS": "1"}
         # ``launcher`` replaces ``jupyter lab`` (e.g. ``syftlab lab --owner-state DIR --``).
-        self.argv = [*(launcher or [str(BIN / "jupyter"), "lab"]), "--no-browser", "--allow-root",
+        self.argv = [*(launcher or [sys.executable, "-m", "jupyterlab"]), "--no-browser",
+                     "--allow-root",
                      "--ServerApp.ip=127.0.0.1", f"--port={self.port}",
                      "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
                      f"--ServerApp.root_dir={root}", f"--config={self.config}",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import pytest
 
 import kernel_bridge as kb
 from kernel_bridge.notebook_runner import output_text
@@ -73,7 +74,7 @@ def test_make_demo_target_sets_up_a_fresh_checkout(tmp_path: Path) -> None:
     assert any("-m venv" in s for s in steps)
     assert any('"torch==2.13.0"' in s for s in steps)
     assert any('install -q -e ".[test]"' in s for s in steps)
-    assert steps[-1].strip().endswith("syftlab demo")
+    assert steps[-1].strip().endswith("/python -m kernel_bridge.owner.cli demo")
 
 
 def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Path) -> None:
@@ -139,8 +140,108 @@ def test_headless_demo_executes_start_here(tmp_path: Path) -> None:
     text = output_text(nbformat.read(executed, as_version=4))
     for expected in ("alice · ok", "assigned s", "1 output held", "alice · MOCK",
                      "bob · ok", "error: ValueError (line 2)", "alice · approved",
-                     "timeout: TimeoutError"):
+                     "timeout: TimeoutError",
+                     "alice · MOCK re-run: ValueError: the oldest patient is"):
         assert expected in text, expected
     info = json.loads((root / "demo.json").read_text())
     assert not any(alive(p) for p in info["workers"].values())
     assert "demo stopped" in out.stdout
+
+
+def run_headless(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", "demo", "--execute",
+                           "--state-root", str(root), "--any-port", *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_headless_demo_runs_five_times_in_a_row_each_from_a_clean_start(tmp_path: Path
+                                                                         ) -> None:
+    """Each run spends ε 0.7 of 3.0: kept state would fail the fifth with BudgetExhausted."""
+    root = tmp_path / "demo"
+    for i in range(5):
+        out = run_headless(root)
+        assert out.returncode == 0, f"run {i + 1}:\n" + out.stdout[-3000:] + out.stderr[-3000:]
+        assert ("fresh start: removed the previous demo state" in out.stdout) == (i > 0)
+        text = output_text(nbformat.read(root / "start_here.executed.ipynb", as_version=4))
+        assert "ε left 2.50" in text, f"run {i + 1} did not start with a full budget"
+        assert "request #1 (ana): approved" in text  # request ids restart too
+    # --keep-state keeps what the last run spent (and its requests).
+    out = run_headless(root, "--keep-state")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "fresh start" not in out.stdout
+    owner = kb.Owner(root / "alice")
+    try:
+        spent = {r["scientist"]: r["epsilon_spent"] for r in owner.budget()
+                 if r["asset"] == "heart"}
+        assert spent["ana"] == pytest.approx(1.4)
+        assert len(owner.requests(None)) == 2
+    finally:
+        owner.close()
+
+
+def test_a_failing_headless_run_prints_the_error_readably(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell(
+                    "def deep(n):\n    return deep(n - 1) if n else 1 / 0\n"
+                    "raise ValueError('budget ' + 'x' * 3000 + ' timeout at the end') "
+                    "from ZeroDivisionError()")]
+    path = tmp_path / "fails.ipynb"
+    nbformat.write(nb, path)
+    root = tmp_path / "demo"
+    out = run_headless(root, "--workers", "alice", "--execute", str(path))
+    assert out.returncode == 1
+    err = out.stderr.split("the notebook failed:\n", 1)[1]
+    assert "\x1b" not in err  # no ANSI colour codes
+    # The message starts at its beginning (not cut at the front) and names the type.
+    assert err.startswith("ValueError: budget xxx")
+    assert "timeout at the end" in err
+    assert f"partial copy: {root.resolve() / 'fails.executed.ipynb'}" in err
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_start_here_reads_well_when_the_owner_decided_in_the_panel(tmp_path: Path,
+                                                                   decision: str) -> None:
+    """The owner decides (as in the Approvals panel) right after the request cell."""
+    from kernel_bridge import demo
+    from kernel_bridge.notebook_runner import execute
+    from kernel_bridge.scientist import connections
+
+    root = tmp_path / "demo"
+    workers = demo.start_workers(demo.default_datasets(), ["alice", "bob"], state_root=root,
+                                 any_port=True)
+    try:
+        conn = connections.write(root / connections.FILE_NAME, {
+            cfg.name: {"url": proc.url, "token": token, "state": str(cfg.state)}
+            for proc, cfg, token in workers})
+        decided: list[int] = []
+
+        def owner_clicks(index: int, cell: Any) -> None:
+            if "receipt.request(" not in str(cell.source) or decided:
+                return
+            owner = kb.Owner(workers[0][1].state)
+            try:
+                (rid,) = [r.id for r in owner.requests("pending")]
+                if decision == "approve":
+                    owner.approve(rid)
+                else:
+                    owner.deny(rid, "group means of 2 patients identify them")
+                decided.append(rid)
+            finally:
+                owner.close()
+
+        nb = execute(ROOT / "notebooks" / "start_here.ipynb", root / "out.ipynb", conn,
+                     progress=False, after_cell=owner_clicks)
+    finally:
+        for proc, _, _ in workers:
+            proc.stop()
+    assert decided == [1]
+    text = output_text(nb)
+    assert "AlreadyDecided" not in text and "ValueError: request" not in text
+    if decision == "approve":
+        assert "request #1 (ana): already approved (at " in text
+        assert "alice · approved" in text
+    else:
+        assert "request #1 (ana): denied: group means of 2 patients identify them" in text
+        assert "alice denied the request: group means of 2 patients identify them" in text
+        assert "alice · approved" not in text

@@ -20,6 +20,7 @@ import kernel_bridge as kb
 from kernel_bridge.dp import mechanisms
 from kernel_bridge.dp.query import parse_query
 from kernel_bridge.owner.config import AssetSpec, ColumnSpec, DPSpec
+from kernel_bridge.scientist.dp import mean_accuracy
 
 N = 3000
 TRUE_ROWS = 1000
@@ -127,6 +128,23 @@ def test_mean_interval_covers_at_least_its_rate(
     # Sum and count each hold with 1 - alpha/2, so the ratio's interval holds with >= 1 - alpha.
     assert cover >= 1 - alpha - 4 * math.sqrt(alpha * (1 - alpha) / 1500)
     assert abs(np.mean([r["value"] for r in rs]) - true) < 0.05  # about unbiased
+
+
+def test_previewed_mean_interval_covers_at_least_its_rate(
+        table: tuple[AssetSpec, object, pd.DataFrame]) -> None:
+    """accuracy() of a mean is the mean's ± (from the sum's and count's), not theirs."""
+    _, _, df = table
+    plan = _plan(table, aggregate="mean", column="x", epsilon=0.05)
+    true = df["x"].mean()
+    alpha = 0.2
+    parts = mechanisms.accuracy(plan, alpha)["accuracy"]
+    acc = mean_accuracy(parts["sum"], parts["count"], 10, TRUE_ROWS)
+    assert acc < parts["sum"] / 100  # in the mean's units, not the sum's
+    rs = [mechanisms.release(plan, alpha)["value"] for _ in range(1500)]
+    cover = np.mean([abs(v - true) <= acc for v in rs])
+    assert cover >= 1 - alpha - 4 * math.sqrt(alpha * (1 - alpha) / 1500)
+    # ... and not much wider than it needs: the 1 - alpha quantile of the error is close.
+    assert np.quantile([abs(v - true) for v in rs], 1 - alpha) > acc / 4
 
 
 def test_quantile_lands_near_the_true_quantile(

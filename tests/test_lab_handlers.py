@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from labserver import BIN, LabServer, free_port
@@ -205,3 +206,63 @@ def test_bad_connections_file_is_a_json_error(alice: kb.Worker, tmp_path: Path) 
         assert status == 400 and "name, url and token" in err["message"]
     finally:
         lab.stop()
+
+
+def test_a_silent_worker_does_not_hold_the_listing(alice: kb.Worker, tmp_path: Path) -> None:
+    """A worker that accepts TCP but never answers (not refused): the listing stays fast."""
+    import socket
+    import threading
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:  # accept and say nothing, like a host that swallows the handshake
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=hold, daemon=True).start()
+    root = tmp_path / "root"
+    root.mkdir()
+    conns = [{"name": "alice", "url": alice.process.url, "token": alice.token},  # type: ignore[attr-defined]
+             {"name": "mute", "url": f"ws://127.0.0.1:{silent.getsockname()[1]}",
+              "token": "syft_x"}]
+    (root / "connections.json").write_text(json.dumps(conns))
+    lab = LabServer(root, {"connections_file": str(root / "connections.json"),
+                           "connect_timeout": 2.0, "retry_after": 30.0}).start()
+    try:
+        def listing() -> tuple[float, dict[str, Any]]:
+            t = time.monotonic()
+            status, body = lab.call("GET", "/syftlab/workers")
+            assert status == 200, body
+            return time.monotonic() - t, {w["name"]: w for w in body["workers"]}
+
+        took, first = listing()
+        assert took < 2.0, took  # not the connect timeout, let alone 30 s
+        assert first["alice"]["online"] and not first["mute"]["online"]
+        assert first["mute"]["pending"]
+        time.sleep(2.5)  # the background attempt gives up after connect_timeout
+        took, second = listing()
+        assert took < 2.0, took
+        assert "WorkerUnreachable" in second["mute"]["error"]
+        assert "no answer within 2 s" in second["mute"]["error"]
+        tried = len(accepted)
+        for _ in range(3):  # remembered: no new attempt (and no wait) within retry_after
+            took, again = listing()
+            assert took < 1.0 and again["mute"]["error"] == second["mute"]["error"]
+        assert len(accepted) == tried
+        status, budget = lab.call("GET", "/syftlab/budget")
+        assert status == 200 and budget["urls"]["alice"] == alice.process.url
+    finally:
+        lab.stop()
+        stop.set()
+        silent.close()
+        for c in accepted:
+            c.close()

@@ -94,7 +94,7 @@ def test_private_cell_shows_a_receipt_and_no_private_output(shell: InteractiveSh
 
 
 def test_private_error_shows_type_and_line_never_the_message(shell: InteractiveShell) -> None:
-    res, cap = run(shell, "%%remote alice\n"
+    res, cap = run(shell, "%%remote alice --allow-error\n"
                           "x = 1\n"
                           "raise ValueError(f'leak {secret.value.max()} {secret.note[3]}')\n")
     r = res.result
@@ -106,7 +106,7 @@ def test_private_error_shows_type_and_line_never_the_message(shell: InteractiveS
 
 
 def test_error_line_is_the_deepest_frame_in_the_cell(shell: InteractiveShell) -> None:
-    res, _ = run(shell, "%%remote alice\n"
+    res, _ = run(shell, "%%remote alice --allow-error\n"
                         "def f(v):\n"
                         "    return v / 0\n"
                         "\n"
@@ -116,7 +116,7 @@ def test_error_line_is_the_deepest_frame_in_the_cell(shell: InteractiveShell) ->
 
 def test_forged_traceback_cannot_carry_more_than_a_line_number(shell: InteractiveShell) -> None:
     """A cell rewrites its own traceback to smuggle the planted number as the line."""
-    forge = ("%%remote alice\n"
+    forge = ("%%remote alice --allow-error\n"
              "ip = get_ipython()\n"
              "orig = ip._showtraceback\n"
              "n = ip.execution_count\n"
@@ -133,7 +133,7 @@ def test_forged_traceback_cannot_carry_more_than_a_line_number(shell: Interactiv
     assert r.error_line is None or 1 <= r.error_line <= n_lines
     assert_no_secret(json.dumps(r.data, default=str) + seen(cap, res))
     # A later cell in the same (tampered) kernel still only yields a bounded integer.
-    res2, _ = run(shell, "%%remote alice\n1/0\n")
+    res2, _ = run(shell, "%%remote alice --allow-error\n1/0\n")
     assert res2.result.error_line in (None, 1)
 
 
@@ -148,7 +148,7 @@ def test_error_line_is_bounded_by_the_cell(tb: list[str], count: int, n_lines: i
 
 
 def test_mock_cell_shows_its_outputs_marked_mock(shell: InteractiveShell) -> None:
-    res, cap = run(shell, "%%remote alice --mock\n"
+    res, cap = run(shell, "%%remote alice --mock --allow-error\n"
                           "from IPython.display import display, HTML\n"
                           "print(secret.note.tolist())\n"
                           "display(HTML('<i>mock-html-marker</i>'))\n"
@@ -336,3 +336,101 @@ def test_notebook_stop_button_interrupts_the_remote_cell(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_failed_private_cell_stops_with_one_line_after_its_receipt(
+        shell: InteractiveShell) -> None:
+    res, cap = run(shell, "%%remote alice\nx = 1\nundefined_name + x\n")
+    err = res.error_in_exec
+    assert type(err).__name__ == "RemoteError"  # raised: Run All stops here
+    assert "the cell failed on alice (NameError, line 2)" in err.message
+    assert "--mock-on-error" in err.message
+    assert err._render_traceback_() == [f"\x1b[0;31mRemoteError\x1b[0m: {err.message}"]
+    shown = [o.data.get("text/plain", "") for o in cap.outputs]
+    assert any("alice · error: NameError (line 2)" in t for t in shown)  # the receipt first
+    assert err.receipts[0].error_type == "NameError"
+
+
+def test_mock_on_error_shows_the_mock_message_next_to_the_receipt(
+        shell: InteractiveShell) -> None:
+    res, cap = run(shell, "%%remote alice --mock-on-error --allow-error\n"
+                          "v = int(secret.value.max())\n"
+                          "raise ValueError(f'max is {v}, rows {len(secret)}')\n")
+    r = res.result
+    assert r.status == "error" and r.error_type == "ValueError" and not r.mock
+    assert r.mock_rerun is not None and r.mock_rerun.mock
+    # The mock data's max is 4 over 5 rows: its message is free to show.
+    assert r.mock_message() == "ValueError: max is 4, rows 5 (line 2)"
+    text = repr(r)
+    assert text.splitlines()[1] == "  alice · MOCK re-run: ValueError: max is 4, rows 5 (line 2)"
+    html = r._repr_html_()
+    assert "alice · MOCK</b> re-run: ValueError: max is 4, rows 5" in html
+    assert "mock traceback" in html and "\x1b" not in html
+    assert_no_secret(seen(cap, res) + text + html)
+
+
+def test_remote_config_sets_mock_on_error_and_stop_on_error(shell: InteractiveShell) -> None:
+    res, cap = run(shell, "%remote config mock_on_error=on stop_on_error=off")
+    assert "stop_on_error=off  mock_on_error=on" in cap.stdout
+    try:
+        res, cap = run(shell, "%%remote alice\ny = 1\nok_on_mock = heart.age + missing\n")
+        r = res.result  # no raise: stop_on_error is off
+        assert res.error_in_exec is None and r.status == "error"
+        assert r.mock_message() == "NameError: name 'missing' is not defined (line 2)"
+        res, cap = run(shell, "%%remote alice\nassert len(heart) == 50\n")  # the mock has 50
+        # Fails on the private data only: the mock re-run passes, and says what that means.
+        assert res.result.mock_message().startswith("ok on mock data: the error depends on")
+    finally:
+        run(shell, "%remote config mock_on_error=off stop_on_error=on")
+    res, _ = run(shell, "%remote config stop_on_error=maybe")
+    assert res.error_in_exec is not None and "on|off" in str(res.error_in_exec)
+
+
+def test_receipt_without_type_names_shows_just_the_name(session: kb.Worker) -> None:
+    """Private cells' receipts will carry no type names (a covert channel)."""
+    r = kb.Receipt(session, {"status": "ok", "duration": 0.01, "kernel": "private",
+                             "names": [{"name": "s", "change": "created"},
+                                       {"name": "t", "change": "changed"}]}, [])
+    assert repr(r) == "alice · ok · 10 ms · created s · changed t"
+    assert "created s · changed t" in r._repr_html_()
+
+
+def test_failed_remote_cell_stops_a_headless_run_all(alice: kb.Worker, owner: kb.Owner,
+                                                      tmp_path: Any) -> None:
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    from kernel_bridge.notebook_runner import execute
+
+    conn = tmp_path / "connections.json"
+    conn.write_text(json.dumps({"alice": {"url": alice.process.url,
+                                          "token": owner.add_token("t-runall")}}))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext kernel_bridge\n%remote connect alice"),
+                nbformat.v4.new_code_cell("%%remote alice\nheart.no_such_column"),
+                nbformat.v4.new_code_cell("print('after')")]
+    nbformat.write(nb, tmp_path / "stops.ipynb")
+    with pytest.raises(CellExecutionError) as err:
+        execute(tmp_path / "stops.ipynb", tmp_path / "out.ipynb", conn, progress=False)
+    assert err.value.ename == "RemoteError"
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[2].get("execution_count") is None and not out.cells[2].outputs
+
+
+def test_receipt_bundle_carries_a_request_token_the_button_sends_back(
+        session: kb.Worker, owner: kb.Owner) -> None:
+    from kernel_bridge.scientist.receipt import RECEIPT_MIME, request_from_ui
+
+    r = session.run("print(heart.age.max())")
+    data = r._repr_mimebundle_()[RECEIPT_MIME]
+    assert data["parts"][:2] == [session.name, "ok"] and data["held"] == 1
+    assert len(data["token"]) == 16 and r._repr_mimebundle_()[RECEIPT_MIME]["token"] == \
+        data["token"]  # one token per receipt
+    assert "error" in request_from_ui(data["token"], "   ")  # a reason is required
+    assert "no longer known" in request_from_ui("0" * 16, "why")["error"]
+    reply = request_from_ui(data["token"], "max age, from the button")
+    assert reply["status"] == "pending" and reply["worker"] == session.name
+    assert reply._repr_json_() == dict(reply)
+    assert owner.request(reply["id"]).reason == "max age, from the button"
+    # A receipt without held output has no button (no token).
+    assert "token" not in session.run("x = 1")._repr_mimebundle_()[RECEIPT_MIME]

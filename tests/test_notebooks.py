@@ -81,10 +81,12 @@ def check_start_here(nb: Any) -> None:
     assert "alice · MOCK" in mock and "patient_id" in mock  # shown in full
     both = cell_text(find_cell(nb, "%%remote alice bob\nn ="))
     assert "alice · ok" in both and "bob · ok" in both
-    err = cell_text(find_cell(nb, "%%remote alice\noldest"))
+    err = cell_text(find_cell(nb, "%%remote alice --allow-error\noldest"))
     assert "error: ValueError (line 2)" in err and "oldest patient is" not in err
-    mock_err = cell_text(find_cell(nb, "%%remote alice --mock\noldest"))
-    assert "oldest patient is" in mock_err
+    # The failed private cell re-run on mock data: the mock's message, marked MOCK.
+    mock_err = cell_text(find_cell(nb, "%%remote alice --mock-on-error --allow-error\noldest"))
+    assert "error: ValueError (line 2)" in mock_err
+    assert "alice · MOCK re-run: ValueError: the oldest patient is" in mock_err
     owner = find_cell(nb, "# ── DATA OWNER'S SIDE")
     assert "request #" in cell_text(owner)
     released = cell_text(find_cell(nb, "req.wait"))

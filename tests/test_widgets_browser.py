@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,6 +32,26 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
+
+
+EDGE_LABEL_CROSSINGS = """() => {
+  const lines = [...document.querySelectorAll('svg.sw-graph line')].map(l =>
+    ['x1', 'y1', 'x2', 'y2'].map(k => l[k].baseVal.value));
+  const out = [];
+  for (const t of document.querySelectorAll('svg.sw-graph .sw-edge-label')) {
+    const b = t.getBBox();
+    for (const [x1, y1, x2, y2] of lines) {
+      for (let i = 0; i <= 200; i++) {
+        const x = x1 + (x2 - x1) * i / 200, y = y1 + (y2 - y1) * i / 200;
+        if (x > b.x - 1 && x < b.x + b.width + 1 && y > b.y - 1 && y < b.y + b.height + 1) {
+          out.push(t.textContent);
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}"""
 
 
 def free_port() -> int:
@@ -65,7 +86,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    argv = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", "--allow-root",
+    argv = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", "--allow-root",
             "--no-browser", f"--ServerApp.token={token}", f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
@@ -180,7 +201,14 @@ def test_notebook_shows_graph_budget_and_approvals_live(lab: Lab) -> None:
             before_spent = float(row.get_attribute("data-spent") or 0)
             before = bar_width(page)
             shot(page, "widgets-graph.png", "svg.sw-graph")
+            # no edge label crosses an edge (any edge: sample each line against each box)
+            crossings = page.evaluate(EDGE_LABEL_CROSSINGS)
+            assert crossings == [], crossings
             shot(page, "widgets-budget-before.png", ".sw-budget")
+            # ε as everywhere in syftlab's UI: two decimals
+            budget_text = page.locator('.sw-budget-row[data-asset="heart"] .sw-budget-text')
+            assert re.fullmatch(r"ε \d+\.\d\d of \d+\.\d\d spent, \d+\.\d\d left",
+                                budget_text.text_content() or ""), budget_text.text_content()
 
             # run the DP query cell again: the bar grows
             run_cell(page, 7)
@@ -200,6 +228,19 @@ def test_notebook_shows_graph_budget_and_approvals_live(lab: Lab) -> None:
             assert page.evaluate("window.__pwned") is None
             preview = page.locator(".sw-approvals .sw-request .sw-preview pre").first.text_content()
             assert preview and preview.strip()
+            # the lineage: the step that produced the value first, highlighted; the mock
+            # cell and the later cell folded away
+            request = page.locator(".sw-approvals .sw-request").first
+            target = request.locator(".sw-lineage .sw-step-target")
+            assert "mean()" in (target.text_content() or "")
+            assert target.is_visible()
+            first_step = request.locator(".sw-lineage .sw-step").first
+            assert first_step.get_attribute("class") == "sw-step sw-step-target"
+            rest = request.locator(".sw-lineage details.sw-rest")
+            assert rest.get_attribute("open") is None
+            assert "later = 1" in (rest.text_content() or "")
+            assert "print(heart.head())" in (rest.text_content() or "")
+            assert not rest.locator(".sw-step").first.is_visible()
             shot(page, "widgets-approvals.png", ".sw-approvals")
             page.locator(".sw-approvals .sw-request .sw-approve").first.click()
             page.locator(".sw-approvals .sw-decided.sw-approved").first.wait_for(

@@ -2,6 +2,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { ILineage } from './lineage';
+
 export type Side = 'owner' | 'scientist';
 
 export interface IBudgetEntry {
@@ -57,6 +59,7 @@ export interface IOwnerRequest {
   created: number;
   decided: number | null;
   code?: string;
+  lineage?: ILineage;
   preview?: any;
 }
 export interface ILedgerRow {

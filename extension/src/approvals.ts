@@ -1,8 +1,8 @@
 // The owner's "Approvals" panel: pending requests to decide, history, budget ledger.
 
 import { api, ILedgerRow, IOwnerRequest, post } from './api';
-import { clear, el, table } from './dom';
-import { highlight } from './highlight';
+import { clear, el, fmtEpsilon, table } from './dom';
+import { renderLineage } from './lineage';
 import { PollingWidget } from './polling';
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -63,7 +63,7 @@ export class ApprovalsPanel extends PollingWidget {
     this.title.closable = true;
     const tabs = el('div', 'syftlab-tabs');
     for (const t of ['pending', 'history', 'budget'] as Tab[]) {
-      const b = el('button', 'syftlab-tab jp-Button', t[0].toUpperCase() + t.slice(1));
+      const b = el('button', 'syftlab-tab jp-Button jp-mod-styled jp-mod-minimal', t[0].toUpperCase() + t.slice(1));
       b.dataset.tab = t;
       b.onclick = () => this.showTab(t);
       tabs.appendChild(b);
@@ -145,14 +145,13 @@ export class ApprovalsPanel extends PollingWidget {
     );
     card.appendChild(el('div', 'syftlab-label', 'Reason'));
     card.appendChild(el('div', 'syftlab-reason', r.reason));
-    card.appendChild(el('div', 'syftlab-label', 'Code lineage'));
-    card.appendChild(highlight(r.code ?? ''));
+    card.appendChild(renderLineage(r.lineage));
     card.appendChild(el('div', 'syftlab-label', `Snapshot (sha256 ${r.sha256.slice(0, 12)}…)`));
     card.appendChild(renderPreview(r.preview));
-    const approve = el('button', 'syftlab-approve jp-Button jp-mod-accept', 'Approve');
+    const approve = el('button', 'syftlab-approve jp-Button jp-mod-styled jp-mod-accept', 'Approve');
     const reason = el('input', 'syftlab-deny-reason jp-InputGroup');
     reason.placeholder = 'Reason for denying (required)';
-    const deny = el('button', 'syftlab-deny jp-Button jp-mod-warn', 'Deny');
+    const deny = el('button', 'syftlab-deny jp-Button jp-mod-styled jp-mod-warn', 'Deny');
     deny.disabled = true;
     reason.oninput = () => {
       deny.disabled = !reason.value.trim();
@@ -207,8 +206,9 @@ export class ApprovalsPanel extends PollingWidget {
         'syftlab-ledger',
         ['scientist', 'asset', 'ε spent', 'ε limit', 'ε remaining', 'δ spent', 'δ limit'],
         rows.map(r => [
-          r.scientist ?? 'all scientists (asset total)', r.asset, r.epsilon_spent,
-          r.epsilon_limit, r.epsilon_remaining, r.delta_spent, r.delta_limit
+          r.scientist ?? 'all scientists (asset total)', r.asset, fmtEpsilon(r.epsilon_spent),
+          fmtEpsilon(r.epsilon_limit), fmtEpsilon(r.epsilon_remaining), fmtEpsilon(r.delta_spent),
+          fmtEpsilon(r.delta_limit)
         ])
       )
     );

@@ -1,14 +1,30 @@
 // Status-bar item: the remaining ε on the workers the current notebook uses.
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { Kernel } from '@jupyterlab/services';
 
 import { api, Budget } from './api';
-import { fmt } from './dom';
+import { fmtEpsilon } from './dom';
 import { PollingWidget } from './polling';
 
-/** Worker names a notebook mentions: `%%remote a b`, `name="a"` or a bare word `a`. */
-export function workersIn(sources: string[], known: string[]): string[] {
-  const text = sources.join('\n');
-  return known.filter(n => new RegExp(`(^|[^A-Za-z0-9_])${n.replace(/[^A-Za-z0-9_-]/g, '')}($|[^A-Za-z0-9_])`).test(text));
+/** Asked of a notebook's kernel (silently, when idle): the workers it is connected to. */
+export const KERNEL_QUERY =
+  "(lambda m: m.connected_workers() if m else [])(__import__('sys').modules.get(" +
+  "'kernel_bridge.scientist.worker'))";
+
+export interface IKernelWorker {
+  name: string;
+  url: string;
+}
+
+/** The Lab's workers (by name) that the kernel is connected to: same URL, or same name. */
+export function workersUsed(
+  connected: IKernelWorker[],
+  urls: { [name: string]: string }
+): string[] {
+  const names = Object.keys(urls);
+  return names.filter(n =>
+    connected.some(c => c.url === urls[n] || (c.name === n && !names.some(m => urls[m] === c.url)))
+  );
 }
 
 export class BudgetStatus extends PollingWidget {
@@ -19,24 +35,44 @@ export class BudgetStatus extends PollingWidget {
     this.node.textContent = 'ε n/a';
   }
 
+  /** The kernel's open connections; the last answer while it is busy (never queue behind a cell). */
+  private async connections(kernel: Kernel.IKernelConnection): Promise<IKernelWorker[]> {
+    if (kernel.status !== 'idle') {
+      return this.known.get(kernel.id) ?? [];
+    }
+    const future = kernel.requestExecute({
+      code: '',
+      silent: true,
+      store_history: false,
+      user_expressions: { syftlab: KERNEL_QUERY }
+    });
+    const reply = await future.done;
+    const expr = (reply.content as any).user_expressions?.syftlab;
+    const data = expr && expr.status === 'ok' ? expr.data?.['application/json'] : null;
+    const found: IKernelWorker[] = Array.isArray(data) ? data : [];
+    this.known.set(kernel.id, found);
+    return found;
+  }
+
   async refresh(): Promise<void> {
     const nb = this.tracker.currentWidget;
     if (!nb) {
       this.node.textContent = 'ε: no notebook';
       return;
     }
+    if (this.busy) {
+      return;
+    }
+    this.busy = true;
     try {
-      const all = await api<{ budget: { [w: string]: Budget } }>('budget');
-      const sources: string[] = [];
-      const cells = nb.content.model?.cells;
-      if (cells) {
-        for (let i = 0; i < cells.length; i++) {
-          sources.push(cells.get(i).sharedModel.getSource());
-        }
-      }
-      const used = workersIn(sources, Object.keys(all.budget));
+      const kernel = nb.sessionContext.session?.kernel;
+      const connected = kernel ? await this.connections(kernel) : [];
+      const all = await api<{ budget: { [w: string]: Budget }; urls: { [w: string]: string } }>(
+        'budget'
+      );
+      const used = workersUsed(connected, all.urls ?? {});
       if (!used.length) {
-        this.node.textContent = 'ε: no workers in this notebook';
+        this.node.textContent = 'ε: no workers connected in this notebook';
         this.node.title = '';
         return;
       }
@@ -46,14 +82,18 @@ export class BudgetStatus extends PollingWidget {
           return `${w} n/a`;
         }
         const assets = Object.keys(b).sort();
-        return `${w}: ${assets.map(a => `${a} ${fmt(b[a].epsilon_remaining)}`).join(' · ') || 'n/a'}`;
+        return `${w}: ${assets.map(a => `${a} ${fmtEpsilon(b[a].epsilon_remaining)}`).join(' · ') || 'n/a'}`;
       });
       this.node.textContent = `ε left ${parts.join(' | ')}`;
       this.node.title = 'Remaining privacy budget (ε) per worker and asset';
     } catch (e) {
       this.node.textContent = 'ε n/a';
       this.node.title = (e as Error).message;
+    } finally {
+      this.busy = false;
     }
   }
 
+  private known = new Map<string, IKernelWorker[]>();
+  private busy = false;
 }

@@ -32,6 +32,11 @@ export function fmt(x: unknown, digits = 3): string {
   return x === null || x === undefined ? 'n/a' : String(x);
 }
 
+/** ε (and δ) everywhere in syftlab's UI: two decimals (0.70, 9.30, 10.00). */
+export function fmtEpsilon(x: unknown): string {
+  return typeof x === 'number' && Number.isFinite(x) ? x.toFixed(2) : fmt(x);
+}
+
 /** A table built from header strings and rows of values, all as text. */
 export function table(cls: string, header: string[], rows: unknown[][]): HTMLTableElement {
   const t = el('table', cls);

@@ -13,8 +13,10 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { api, IDataset, Side } from './api';
 import { ApprovalsPanel } from './approvals';
 import { BudgetStatus } from './budgetstatus';
+import { keepKernelMetadataClean } from './cleanopen';
+import { addReceiptRenderer } from './receipt';
 import { RemoteDataSidebar } from './sidebar';
-import { snippet } from './snippet';
+import { insertionIndex, snippet } from './snippet';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">' +
@@ -27,12 +29,22 @@ function insertSnippet(tracker: INotebookTracker, worker: string, d: IDataset): 
     return false;
   }
   const nb = panel.content;
+  const cells = nb.model?.cells;
+  const sources: string[] = [];
+  if (cells) {
+    for (let i = 0; i < cells.length; i++) {
+      sources.push(cells.get(i).sharedModel.getSource());
+    }
+  }
+  // Below the active cell, but never above the cell that connects to the worker.
+  nb.activeCellIndex = insertionIndex(sources, nb.activeCellIndex, worker);
   NotebookActions.insertBelow(nb);
   const cell = nb.activeCell;
   if (!cell) {
     return false;
   }
   cell.model.sharedModel.setSource(snippet(worker, d));
+  void nb.scrollToCell(cell);
   return true;
 }
 
@@ -55,7 +67,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       console.warn('syftlab: server extension not reachable', e);
       return;
     }
+    keepKernelMetadataClean(tracker);
     if (side === 'scientist') {
+      addReceiptRenderer(tracker);
       const sidebar = new RemoteDataSidebar((w, d) => insertSnippet(tracker, w, d));
       sidebar.id = 'syftlab-remote-data';
       sidebar.title.icon = icon;

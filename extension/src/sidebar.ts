@@ -1,7 +1,7 @@
 // The scientist's "Remote data" sidebar: workers, their datasets, the scientist's requests.
 
 import { api, IDataset, IWorker } from './api';
-import { clear, el, fmt, table } from './dom';
+import { clear, el, fmt, fmtEpsilon, table } from './dom';
 import { PollingWidget } from './polling';
 
 /** Refresh period of the sidebar (ms): the issue asks for ≤ 2 s. */
@@ -87,28 +87,24 @@ export class RemoteDataSidebar extends PollingWidget {
     if (open.has(key)) {
       item.open = true;
     }
-    const insert = el('button', 'syftlab-insert jp-Button', 'Insert %%remote cell');
-    insert.title = `Insert a %%remote ${w.name} cell using ${d.name} into the active notebook`;
+    // Inserting a cell is an explicit action (this button); the row only opens the details.
+    const insert = el('button', 'syftlab-insert jp-Button jp-mod-styled jp-mod-accept', 'Insert %%remote cell');
+    insert.title = `Insert a %%remote ${w.name} cell using ${d.name} below the active cell`;
     insert.onclick = ev => {
       ev.preventDefault();
       if (!this.insert(w.name, d)) {
         this.status.textContent = 'Open a notebook first: the cell goes into the active one.';
       }
     };
-    const name = el('span', 'syftlab-dataset-name', d.name);
-    name.title = 'Click to insert a %%remote cell';
-    name.onclick = ev => {
-      ev.preventDefault();
-      insert.click();
-    };
     const rows = d.rows !== null && d.rows !== undefined ? `${d.rows} rows` : '';
-    item.appendChild(
-      el('summary', undefined, undefined, [
-        name,
-        el('span', 'syftlab-dataset-type', [d.type, rows].filter(Boolean).join(', ')),
-        el('span', 'syftlab-eps', eps ? `ε left ${fmt(eps.epsilon_remaining)}` : 'ε n/a')
-      ])
-    );
+    const summary = el('summary', undefined, undefined, [
+      el('span', 'syftlab-disclosure'),
+      el('span', 'syftlab-dataset-name', d.name),
+      el('span', 'syftlab-dataset-type', [d.type, rows].filter(Boolean).join(', ')),
+      el('span', 'syftlab-eps', eps ? `ε left ${fmtEpsilon(eps.epsilon_remaining)}` : 'ε n/a')
+    ]);
+    summary.title = 'Show the schema and a mock preview';
+    item.appendChild(summary);
     item.appendChild(el('div', 'syftlab-description', d.description));
     if (d.schema.columns) {
       item.appendChild(
@@ -118,8 +114,11 @@ export class RemoteDataSidebar extends PollingWidget {
       if (preview.length) {
         const cols = Object.keys(preview[0]);
         item.appendChild(el('div', 'syftlab-subtitle', 'Mock preview'));
+        // Every column: the table scrolls sideways inside the sidebar instead of being cut.
         item.appendChild(
-          table('syftlab-preview', cols, preview.map((r: any) => cols.map(c => r[c])))
+          el('div', 'syftlab-scroll', undefined, [
+            table('syftlab-preview', cols, preview.map((r: any) => cols.map(c => r[c])))
+          ])
         );
       }
     } else {

@@ -25,3 +25,15 @@ export function snippet(worker: string, d: IDataset): string {
   lines.push('# outputs stay held on the worker: request them, or add --mock to try on mock data');
   return lines.join('\n');
 }
+
+/** The index of the cell to insert below: the active one, or the first cell that connects
+ * to `worker` (`%remote connect ... worker`, `worker = kb.connect(...)`) when the active
+ * cell comes before it, so the new cell never runs before its connection. */
+export function insertionIndex(sources: string[], active: number, worker: string): number {
+  const name = worker.replace(/[^A-Za-z0-9_-]/g, '');
+  const connects = new RegExp(
+    `(%remote\\s+connect\\b[^\\n]*\\b${name}\\b)|(\\b${name}\\s*=\\s*kb\\.(connect|launch)\\()`
+  );
+  const at = sources.findIndex(s => connects.test(s));
+  return Math.max(active, at);
+}

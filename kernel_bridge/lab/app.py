@@ -13,7 +13,8 @@ from .scientist_side import ScientistSide
 def make_side(cfg: Syftlab) -> Side:
     if cfg.owner_state:
         return OwnerSide(cfg.owner_state)
-    return ScientistSide(cfg.connections_file, cfg.datasets_ttl)
+    return ScientistSide(cfg.connections_file, cfg.datasets_ttl,
+                         connect_timeout=cfg.connect_timeout, retry_after=cfg.retry_after)
 
 
 def load_jupyter_server_extension(serverapp: Any) -> None:

@@ -33,6 +33,11 @@ class Syftlab(Configurable):
         30.0, config=True,
         help="Seconds a worker's dataset list is cached (it changes when the worker restarts).",
     )
+    connect_timeout = Float(
+        3.0, config=True, help="Seconds to wait for a worker to answer when connecting.")
+    retry_after = Float(
+        10.0, config=True,
+        help="Seconds a worker that failed to connect is shown offline before the next try.")
 
     @property
     def side(self) -> str:

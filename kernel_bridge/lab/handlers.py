@@ -104,9 +104,10 @@ class BudgetHandler(SyftlabHandler):
         loop = asyncio.get_running_loop()
         try:
             budget = await loop.run_in_executor(None, side.budget, names)
+            urls = await loop.run_in_executor(None, side.urls)
         except ConnectionsError as exc:
             raise tornado.web.HTTPError(400, str(exc)) from None
-        self.reply({"budget": budget})
+        self.reply({"budget": budget, "urls": {k: v for k, v in urls.items() if k in budget}})
 
 
 class RequestsHandler(SyftlabHandler):

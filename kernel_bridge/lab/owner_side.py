@@ -63,7 +63,7 @@ class OwnerSide:
         """One request with its lineage, code listing and a preview of the snapshot."""
         r = self.owner.request(request_id)
         d = self._summary(r)
-        d["lineage"] = r.lineage
+        d["lineage"] = r.lineage_view()  # target first, what led to it, the rest folded
         d["code"] = r.code()
         d["preview"] = preview(self.owner.value(request_id))
         return d

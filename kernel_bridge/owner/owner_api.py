@@ -7,11 +7,14 @@ the approval panel and the widgets all go through this class.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import AlreadyDecided
 from ..wire import codec
+from . import lineage
 from .ledger import Ledger
 from .store import RequestRow, Store
 
@@ -33,26 +36,35 @@ class PendingRequest:
     decided: float | None
     lineage: list[dict[str, Any]]
     object_id: str
+    #: True when an approve/deny call found the request decided that way already (a no-op).
+    already_decided: bool = False
 
     @classmethod
-    def from_row(cls, row: RequestRow) -> PendingRequest:
+    def from_row(cls, row: RequestRow, already_decided: bool = False) -> PendingRequest:
         return cls(id=row.id, scientist=row.scientist, reason=row.reason, kind=row.kind,
                    value_type=row.value_type, size=row.size, sha256=row.sha256,
                    status=row.status, deny_reason=row.deny_reason, created=row.created,
-                   decided=row.decided, lineage=row.lineage, object_id=row.object_id)
+                   decided=row.decided, lineage=row.lineage, object_id=row.object_id,
+                   already_decided=already_decided)
 
-    def code(self) -> str:
-        """The session's lineage up to the request, as one readable listing."""
-        lines = []
-        for e in self.lineage:
-            mark = "  # <- requested value" if e.get("target") else ""
-            tag = "" if e.get("kernel") == "private" else f"  # [{e.get('kernel')}]"
-            if e["kind"] == "cell":
-                lines.append(f"# [{e['seq']}] cell{tag}")
-                lines.extend(str(e["code"]).splitlines())
-            else:
-                lines.append(f"# [{e['seq']}] {e['code']}{tag}{mark}")
-        return "\n".join(lines)
+    def __str__(self) -> str:
+        """One line for people: ``request #2 (ana): approved`` or ``... already approved``."""
+        what = f"already {self.status}" if self.already_decided else self.status
+        if self.already_decided and self.decided:
+            what += f" (at {time.strftime('%H:%M:%S', time.localtime(self.decided))})"
+        if self.deny_reason:
+            what += f": {self.deny_reason}"
+        return f"request #{self.id} ({self.scientist}): {what}"
+
+    def code(self, full: bool = False) -> str:
+        """The lineage as code: the step that produced the value first, then the
+        private steps that led to it; later steps and mock cells are folded
+        (``full=True`` lists them too). See :mod:`kernel_bridge.owner.lineage`."""
+        return lineage.render(self.lineage, full=full)
+
+    def lineage_view(self) -> dict[str, Any]:
+        """``{"target", "leading", "rest"}``: the lineage arranged for review."""
+        return lineage.arrange(self.lineage)
 
 
 class Owner:
@@ -99,14 +111,32 @@ class Owner:
         return codec.loads(self.store.snapshot_bytes(row), limit=None)
 
     def approve(self, request_id: int) -> PendingRequest:
-        """Release the snapshot to its requester."""
-        return PendingRequest.from_row(self.store.decide(request_id, True))
+        """Release the snapshot to its requester.
+
+        Approving a request that is approved already is a no-op: the returned
+        request says so (``already_decided``). Approving a denied one raises
+        :class:`~kernel_bridge.errors.AlreadyDecided`.
+        """
+        return self._decide(request_id, True, None)
 
     def deny(self, request_id: int, reason: str) -> PendingRequest:
-        """Refuse the request; ``reason`` is shown to the scientist."""
+        """Refuse the request; ``reason`` is shown to the scientist.
+
+        Denying a request that is denied already is a no-op (the first reason
+        stays); denying an approved one raises :class:`~kernel_bridge.errors.AlreadyDecided`.
+        """
         if not reason or not reason.strip():
             raise ValueError("a denial needs a reason the scientist can act on")
-        return PendingRequest.from_row(self.store.decide(request_id, False, reason))
+        return self._decide(request_id, False, reason)
+
+    def _decide(self, request_id: int, approve: bool, reason: str | None) -> PendingRequest:
+        try:
+            return PendingRequest.from_row(self.store.decide(request_id, approve, reason))
+        except AlreadyDecided as exc:
+            if exc.data.get("status") != ("approved" if approve else "denied"):
+                raise
+            return PendingRequest.from_row(
+                self.store.request(request_id), already_decided=True)  # type: ignore[arg-type]
 
     # tokens
     def add_token(self, scientist: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import SyftError
+from ..errors import AlreadyDecided, SyftError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -243,7 +243,8 @@ class Store:
                 row = self.request(request_id)
                 if row is None:
                     raise KeyError(f"no request {request_id}")
-                raise ValueError(f"request {request_id} is already {row.status}")
+                raise AlreadyDecided(f"request {request_id} is already {row.status}",
+                                     request=int(request_id), status=row.status)
             self._audit(actor, status, {"request": int(request_id), "reason": reason})
         row = self.request(request_id)
         assert row is not None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import ssl
 from typing import Any
 from urllib.parse import urlparse
@@ -22,8 +23,10 @@ from ..errors import (
     CertificateMismatch,
     ConnectionLost,
     FrameTooLarge,
+    InvalidURL,
     ProtocolError,
     SyftError,
+    WorkerUnreachable,
     from_wire,
 )
 from ..wire import bulk, codec, frames, tls
@@ -32,6 +35,25 @@ log = logging.getLogger("syftlab.client")
 
 #: Largest frame the client accepts from a worker.
 CLIENT_FRAME_LIMIT = 1 << 30
+
+
+def connect_error(url: str, exc: BaseException, timeout: float) -> SyftError:
+    """A typed error, saying what to check, for a failure to open a connection to ``url``."""
+    if isinstance(exc, websockets.InvalidURI) or not url.startswith(("ws://", "wss://")):
+        return InvalidURL(f"{url!r} is not a worker address: use ws://HOST:PORT (or wss://), "
+                          "as the data owner's `syftlab worker` prints it", url=url)
+    if isinstance(exc, ConnectionRefusedError):
+        why = "connection refused: is the worker running, and is the port right?"
+    elif isinstance(exc, socket.gaierror):
+        why = "unknown host: check the host name"
+    elif isinstance(exc, TimeoutError):
+        why = (f"no answer within {timeout:g} s: is the host reachable (firewall, VPN) "
+               "and the port right?")
+    elif isinstance(exc, websockets.InvalidHandshake):
+        why = f"something answered, but not a syftlab worker ({exc}): check the port"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return WorkerUnreachable(f"cannot reach the worker at {url}: {why}", url=url)
 
 
 class Connection:
@@ -84,6 +106,9 @@ class Connection:
                 f"the worker at {self.url} has a TLS certificate no authority vouches for "
                 f"({exc.verify_message}); pass the fingerprint the data owner gave you "
                 "(kb.connect(url, token, fingerprint='sha256:...'))") from None
+        except (OSError, TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake
+                ) as exc:
+            raise connect_error(self.url, exc, self.open_timeout) from exc
         if self._ssl is not None:
             try:  # the pin is checked before the token leaves
                 tls.check_peer(ws.transport.get_extra_info("ssl_object"), self.fingerprint,

@@ -33,10 +33,34 @@ def receipt_html(receipt: Receipt) -> str:
     parts[1] = f'<b style="color:{color}">{parts[1]}</b>'
     hint = ""
     if receipt.held:
-        hint = (' <span title="_.request(reason) asks the owner to release it" '
-                'style="border:1px solid #999;border-radius:3px;padding:0 4px">request</span>')
+        # Plain text, not a fake button (JupyterLab with syftlab shows a real one).
+        hint = (' <span class="syftlab-request-hint" style="color:#666">· '
+                '<code>_.request(reason)</code> asks the owner to release it</span>')
     return ('<div class="syftlab-receipt" style="font-family:monospace;padding:2px 6px;'
-            f'border-left:3px solid {color}">{" · ".join(parts)}{hint}</div>')
+            f'border-left:3px solid {color}">{" · ".join(parts)}{hint}'
+            f'{_mock_rerun_html(receipt)}</div>')
+
+
+def _mock_rerun_html(receipt: Receipt) -> str:
+    """The mock re-run of a failed private cell, under the receipt, marked MOCK."""
+    msg = receipt.mock_message()
+    if msg is None:
+        return ""
+    color = _COLORS["MOCK"]
+    tb = receipt.mock_traceback()
+    details = (f'<details><summary>mock traceback</summary><pre style="margin:0">'
+               f'{html.escape(tb)}</pre></details>') if tb else ""
+    return (f'<div class="syftlab-mock-rerun" style="color:{color};margin-top:2px">'
+            f'<b>{html.escape(receipt.worker.name)} · MOCK</b> re-run: {html.escape(msg)}'
+            f'{details}</div>')
+
+
+def receipt_parts(receipt: Receipt) -> dict[str, Any]:
+    """A receipt as data for a front end to draw as text: summary parts, colour, mock re-run."""
+    return {"worker": receipt.worker.name, "parts": receipt._summary(),
+            "status": receipt.status, "color": _STATUS_COLORS.get(receipt.status, "#ef6c00"),
+            "held": len(receipt.held), "mock_rerun": receipt.mock_message(),
+            "mock_traceback": receipt.mock_traceback() if receipt.mock_rerun else ""}
 
 
 def receipts_html(receipts: Iterable[Receipt]) -> str:

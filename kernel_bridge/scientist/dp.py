@@ -3,7 +3,8 @@
 Building a query sends nothing; it is a small document (aggregate, column,
 bounds, group-by column, ε) that the worker checks against the owner's
 declarations and runs with trusted code on the original asset.
-:meth:`DPQuery.accuracy` previews the error bar for free;
+:meth:`DPQuery.accuracy` previews the error bar for free (for a mean: the
+mean's, from its noisy sum's and count's and the row count);
 :meth:`DPQuery.release` spends ε from your budget and returns a
 :class:`DPResult`.
 """
@@ -14,8 +15,15 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidQuery
+
 if TYPE_CHECKING:
     from .pointer import Pointer
+
+
+def format_epsilon(x: float) -> str:
+    """ε (or δ) as syftlab's UI shows it everywhere: two decimals (``0.70``, ``10.00``)."""
+    return f"{float(x):.2f}"
 
 
 def _fmt(x: Any) -> str:
@@ -66,8 +74,8 @@ class DPResult:
         acc = "" if self.accuracy is None else \
             f" ± {_fmt(self.accuracy)} ({(1 - self.alpha) * 100:g}% interval)"
         left = self.budget.get("epsilon_remaining")
-        tail = f"; ε left {left:.4g}" if isinstance(left, float) else ""
-        return (f"<DPResult {what} = {_fmt(self.value)}{acc}; ε={self.epsilon:g}, "
+        tail = f"; ε left {format_epsilon(left)}" if isinstance(left, int | float) else ""
+        return (f"<DPResult {what} = {_fmt(self.value)}{acc}; ε={format_epsilon(self.epsilon)}, "
                 f"δ={self.delta:g}, {self.mechanism}{tail}>")
 
 
@@ -85,18 +93,52 @@ class DPQuery:
         return self._pointer.worker._call("dp_query", pointer=self._pointer.id, query=self.doc,
                                           preview=preview, alpha=alpha)
 
-    def accuracy(self, alpha: float = 0.05) -> Any:
+    def accuracy(self, alpha: float = 0.05, rows: int | None = None) -> Any:
         """The ± of the ``1 - alpha`` interval a release would have; spends nothing.
+
+        Parameters
+        ----------
+        alpha : float
+            The interval holds with probability ``1 - alpha``.
+        rows : int, optional
+            For a mean only: the number of rows it averages. Defaults to the
+            asset's row count where the owner makes it public; a grouped mean
+            (whose groups' sizes are private) needs it: the size of a group.
 
         Returns
         -------
-        float, dict or None
-            A ± in the value's units (count, sum, histogram, grouped count/sum); for
-            a mean, ``{"sum": ±, "count": ±}`` (its interval depends on the noisy
-            count, so it is given with the release); ``{"rank": ±}`` for a quantile
+        float or dict
+            A ± in the value's units (count, sum, histogram, grouped count/sum, and
+            the mean: see :func:`mean_accuracy`); ``{"rank": ±}`` for a quantile
             (in rows of rank around ``q * n``).
+
+        Raises
+        ------
+        InvalidQuery
+            A mean whose row count is not public, without ``rows``.
         """
-        return self._call(True, alpha)["preview"]["accuracy"]
+        preview = self._call(True, alpha)["preview"]
+        acc = preview["accuracy"]
+        query = preview.get("query") or self.doc
+        if query.get("aggregate") != "mean" or not isinstance(acc, dict) or "sum" not in acc:
+            return acc
+        if rows is None:
+            rows = None if query.get("by") else self._public_rows()
+        if rows is None:
+            what = "each group's size" if query.get("by") else "its row count"
+            raise InvalidQuery(f"a mean's error bar depends on {what}, which the owner does "
+                               "not publish: pass rows=N (an estimate, e.g. from a DP count)",
+                               field="rows")
+        lo, hi = (float(b) for b in query["bounds"])
+        return mean_accuracy(float(acc["sum"]), float(acc["count"]), max(abs(lo), abs(hi)),
+                             int(rows))
+
+    def _public_rows(self) -> int | None:
+        taint = self._pointer.taint
+        for d in self._pointer.worker.datasets:
+            if d["name"] in taint and len(taint) == 1:
+                return None if d.get("rows") is None else int(d["rows"])
+        return None
 
     def release(self, alpha: float = 0.05) -> DPResult:
         """Run the query on the worker, spending its ε (refused once the budget is spent).
@@ -113,6 +155,34 @@ class DPQuery:
         return DPResult(value=r["value"], epsilon=r["epsilon"], delta=r["delta"],
                         mechanism=r["mechanism"], accuracy=r["accuracy"], alpha=r["alpha"],
                         query=r["query"], budget=reply.get("budget") or {})
+
+
+def mean_accuracy(sum_acc: float, count_acc: float, bound: float, rows: int) -> float:
+    """The ± of a DP mean (a noisy sum over a noisy count) before it is released.
+
+    With the sum within ``sum_acc`` and the count within ``count_acc`` of their
+    true values (each with probability ``1 - alpha/2``), the mean ``s/c`` is
+    within ``(sum_acc + |m| count_acc) / (rows - count_acc)`` of the true mean
+    ``m``, with probability at least ``1 - alpha``; ``|m| <= bound`` (the larger
+    magnitude of the clipping bounds) since every value is clipped into them.
+
+    Parameters
+    ----------
+    sum_acc, count_acc : float
+        The noisy sum's and count's ± (each at ``alpha/2``), from the worker.
+    bound : float
+        ``max(|lower|, |upper|)`` of the column's bounds.
+    rows : int
+        How many rows the mean averages.
+
+    Returns
+    -------
+    float
+        ``inf`` when the count's noise could reach zero rows.
+    """
+    if rows - count_acc <= 0:
+        return math.inf
+    return (sum_acc + bound * count_acc) / (rows - count_acc)
 
 
 class GroupedDP:

@@ -1,13 +1,17 @@
 """The ``%remote`` line magic and ``%%remote`` cell magic (``%load_ext kernel_bridge``).
 
 ``%%remote alice [bob ...] [--mock] [--timeout S] [--noblock]`` runs the cell
-on each named worker at once. From a private kernel only a receipt comes back
-(the outputs are held, and can be requested); from a mock kernel the outputs
-are shown too, marked MOCK. The magic's value (``_``) is the receipt, or one
-receipt per worker. Ctrl-C or the notebook's stop button interrupts the
-remote cells; their kernels keep their variables.
+on each named worker at once. A cell that fails on a worker stops "Run All"
+like a local error (``--allow-error``, or ``%remote config stop_on_error=off``,
+lets the notebook go on); ``--mock-on-error`` (or ``%remote config
+mock_on_error=on``) re-runs a failed private cell on the mock kernel and shows
+the mock's error message next to the receipt, marked MOCK. From a private
+kernel only a receipt comes back (the outputs are held, and can be requested);
+from a mock kernel the outputs are shown too, marked MOCK. The magic's value
+(``_``) is the receipt, or one receipt per worker. Ctrl-C or the notebook's
+stop button interrupts the remote cells; their kernels keep their variables.
 
-``%remote connect | list | status | disconnect`` manage the workers the magic
+``%remote connect | list | status | disconnect | config`` manage the workers the magic
 knows by name. A :class:`~kernel_bridge.scientist.worker.Worker` bound to a
 variable (``alice = kb.connect(...)``) is found by that name too.
 """
@@ -22,9 +26,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..errors import Interrupted
+from ..errors import Interrupted, RemoteError
 from . import connections
-from .display import receipts_html, republish
+from .display import publish, receipts_html, republish
 from .receipt import Receipt
 from .worker import Worker
 
@@ -124,25 +128,45 @@ def run_cell(workers: list[Worker], code: str, mock: bool = False,
         cf.wait(futures, timeout=INTERRUPT_GRACE)
         finished = Receipts(f.result() for f in futures if f.done() and not f.exception())
         if finished:
-            from .display import publish
-
             publish({"text/plain": repr(finished), "text/html": finished._repr_html_()})
         names = ", ".join(w.name for w in workers)
         err = Interrupted(f"the cell on {names} was interrupted; the remote kernel keeps "
                           "its variables")
-        # IPython shows this one line instead of a traceback through the magic machinery.
-        err._render_traceback_ = lambda: [f"Interrupted: {err.message}"]  # type: ignore[attr-defined]
-        raise err from None
+        raise err from None  # IPython shows its one line (SyftError._render_traceback_)
     return _collect(workers, futures, mock, 0)
+
+
+def _cell_failed(failed: list[Receipt], mock: bool) -> RemoteError:
+    """The one-line error a failed ``%%remote`` cell raises (after its receipts are shown)."""
+    where = ", ".join(f"{r.worker.name} ({r.error_type or 'error'}"
+                      + (f", line {r.error_line})" if r.error_line is not None else ")")
+                      for r in failed)
+    if mock:
+        hint = "its traceback is shown above"
+    elif all(r.mock_rerun is not None for r in failed):
+        hint = "the mock re-run's message is shown under the receipt"
+    else:
+        hint = ("a private error's message stays on the worker: --mock-on-error re-runs "
+                "the cell on mock data and shows the mock's message")
+    err = RemoteError(f"the cell failed on {where}; {hint}. (--allow-error lets "
+                      "Run All go on)", workers=[r.worker.name for r in failed])
+    err.receipts = failed  # type: ignore[attr-defined]
+    return err
 
 
 @magics_class
 class RemoteMagics(Magics):
     """``%remote`` and ``%%remote``; see the module docstring."""
 
+    #: ``%remote config`` options: a failed cell raises (stops Run All); a failed
+    #: private cell is re-run on the mock kernel to show the mock's message.
+    OPTIONS = ("stop_on_error", "mock_on_error")
+
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.workers: dict[str, Worker] = {}
+        self.stop_on_error = True
+        self.mock_on_error = False
 
     # -- finding workers --------------------------------------------------------
     def worker(self, name: str) -> Worker:
@@ -171,6 +195,11 @@ class RemoteMagics(Magics):
     @argument("--mock", action="store_true", help="run on the mock data; outputs shown")
     @argument("--timeout", type=float, default=None, help="seconds before the cell is stopped")
     @argument("--noblock", action="store_true", help="return a handle at once (.result())")
+    @argument("--mock-on-error", action="store_true",
+              help="if the private cell fails, re-run it on the mock kernel and show its "
+                   "error message (marked MOCK)")
+    @argument("--allow-error", action="store_true",
+              help="a failed cell does not raise (Run All goes on)")
     @cell_magic("remote")  # type: ignore[arg-type]
     def remote_cell(self, line: str, cell: str) -> Any:
         """Run the cell on one or more workers: ``%%remote alice bob [--mock] [--timeout S]``."""
@@ -185,12 +214,21 @@ class RemoteMagics(Magics):
             return RemoteRun(workers, futures, args.mock)
         receipts = run_cell(workers, cell, args.mock, args.timeout)
         _show_mock_outputs(receipts)
-        return receipts[0] if len(receipts) == 1 else receipts
+        failed = [r for r in receipts if r.status == "error"]
+        if failed and not args.mock and (args.mock_on_error or self.mock_on_error):
+            for r in failed:
+                r.on_mock(args.timeout)
+        value = receipts[0] if len(receipts) == 1 else receipts
+        if failed and self.stop_on_error and not args.allow_error:
+            # The receipts first (a raised cell has no result to display), then one line.
+            publish({"text/plain": repr(value), "text/html": value._repr_html_()})
+            raise _cell_failed(failed, args.mock)
+        return value
 
     # -- %remote ----------------------------------------------------------------
     @line_magic("remote")  # type: ignore[arg-type]
     def remote_line(self, line: str) -> Any:
-        """``%remote connect NAME [URL --token T] | list | status [NAME] | disconnect NAME``.
+        """``%remote connect NAME [URL --token T] | list | status | disconnect NAME | config``.
 
         ``%remote connect alice bob`` (no URL) reads the demo's connection file.
         """
@@ -204,6 +242,8 @@ class RemoteMagics(Magics):
             return self._list()
         if cmd == "status":
             return self._status(rest)
+        if cmd == "config":
+            return self._config(rest)
         if cmd == "disconnect":
             for name in rest or list(self.workers):
                 w = self.worker(name)
@@ -211,7 +251,19 @@ class RemoteMagics(Magics):
                 self.workers.pop(name, None)
                 print(f"disconnected from {name}")
             return None
-        raise UsageError(f"unknown %remote command {cmd!r}: connect, list, status, disconnect")
+        raise UsageError(f"unknown %remote command {cmd!r}: connect, list, status, "
+                         "disconnect, config")
+
+    def _config(self, rest: list[str]) -> None:
+        """``%remote config [stop_on_error=on|off] [mock_on_error=on|off]``; prints the options."""
+        for item in rest:
+            key, _, raw = item.partition("=")
+            if key not in self.OPTIONS or raw.lower() not in ("on", "off", "true", "false",
+                                                               "1", "0"):
+                raise UsageError(f"%remote config {'|'.join(self.OPTIONS)}=on|off "
+                                 f"(got {item!r})")
+            setattr(self, key, raw.lower() in ("on", "true", "1"))
+        print("  ".join(f"{k}={'on' if getattr(self, k) else 'off'}" for k in self.OPTIONS))
 
     def _connect(self, rest: list[str]) -> None:
         token = None

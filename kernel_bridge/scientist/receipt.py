@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import secrets
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,12 +34,20 @@ class Receipt:
         Outputs withheld by the gate (requestable with ``.request()``).
     outputs : list of dict
         Full outputs, for mock runs only.
+    code : str
+        The cell's source, as sent.
+    mock_rerun : Receipt or None
+        After :meth:`on_mock`: the same cell's run on the mock kernel, whose
+        error message (free: mock data) is shown next to this receipt.
     """
 
-    def __init__(self, worker: Worker, data: dict[str, Any], held: list[Pointer]) -> None:
+    def __init__(self, worker: Worker, data: dict[str, Any], held: list[Pointer],
+                 code: str = "") -> None:
         self.worker = worker
         self.data = data
         self.held = held
+        self.code = code
+        self.mock_rerun: Receipt | None = None
 
     status = property(lambda self: str(self.data["status"]))
     error_type = property(lambda self: self.data.get("error_type"))
@@ -74,9 +85,7 @@ class Receipt:
         parts = [self.worker.name + (" (MOCK)" if self.mock else ""), status,
                  f"{self.duration * 1000:.0f} ms"]
         for change in ("created", "changed", "assigned"):
-            # Private receipts name what the source assigns, without types (a channel).
-            items = [f"{n['name']} ({n['type'].rsplit('.', 1)[-1]})" if n.get("type")
-                     else n["name"] for n in self.names if n["change"] == change]
+            items = [_name(n) for n in self.names if n.get("change") == change]
             if items:
                 parts.append(f"{change} {', '.join(items)}")
         if self.held:
@@ -84,6 +93,49 @@ class Receipt:
         elif self.mock and self.outputs:
             parts.append(f"{len(self.outputs)} output{'s' if len(self.outputs) > 1 else ''}")
         return parts
+
+    def on_mock(self, timeout: float | None = None) -> Receipt:
+        """Run this cell again on the mock kernel, to see what its error says on mock data.
+
+        A private cell's error reports only its type and line; the mock kernel's
+        outputs are free, so its message shows what went wrong (when the mock
+        data fails the same way). The result is kept as :attr:`mock_rerun` and
+        shown next to this receipt, marked MOCK.
+
+        Returns
+        -------
+        Receipt
+            The mock kernel's receipt, with its full outputs.
+        """
+        if self.mock:
+            raise ValueError("this cell ran on the mock kernel already: its outputs are shown")
+        if not self.code:
+            raise ValueError("this receipt does not know its cell's code")
+        self.mock_rerun = self.worker.run(self.code, mock=True, timeout=timeout)
+        return self.mock_rerun
+
+    def mock_message(self) -> str | None:
+        """What the mock re-run said: its error (``Type: message``), or that it passed."""
+        m = self.mock_rerun
+        if m is None:
+            return None
+        if m.ok:
+            return ("ok on mock data: the error depends on the private data (or on "
+                    "variables only the private kernel has)")
+        for o in reversed(m.outputs):
+            if isinstance(o, dict) and o.get("msg_type") == "error":
+                c = o.get("content") or {}
+                line = f" (line {m.error_line})" if m.error_line is not None else ""
+                return f"{c.get('ename')}: {c.get('evalue')}{line}"
+        return f"{m.status}: {m.error_type or ''}".strip(": ")
+
+    def mock_traceback(self) -> str:
+        """The mock re-run's traceback as plain text (no ANSI colours), or ''."""
+        for o in reversed(self.mock_rerun.outputs if self.mock_rerun else []):
+            if isinstance(o, dict) and o.get("msg_type") == "error":
+                tb = (o.get("content") or {}).get("traceback") or []
+                return _ANSI.sub("", "\n".join(str(t) for t in tb))
+        return ""
 
     def request(self, reason: str) -> Request:
         """Ask the owner to release this cell's held output; returns the :class:`Request`.
@@ -97,9 +149,84 @@ class Receipt:
 
     def __repr__(self) -> str:
         text = " · ".join(self._summary())
-        return text + (" [request]" if self.held else "")
+        text += " [request]" if self.held else ""
+        msg = self.mock_message()
+        if msg is not None:
+            text += f"\n  {self.worker.name} · MOCK re-run: {msg}"
+        return text
 
     def _repr_html_(self) -> str:
         from .display import receipt_html
 
         return receipt_html(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> dict[str, Any]:
+        """For JupyterLab with syftlab's extension: the receipt with a working Request button.
+
+        The button asks for a reason and calls :func:`request_from_ui` in this
+        kernel with the receipt's token (elsewhere the HTML receipt shows).
+        """
+        from .display import receipt_parts
+
+        data = receipt_parts(self)
+        if self.held:
+            data["token"] = _remember(self)
+        return {RECEIPT_MIME: data}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _name(entry: dict[str, Any]) -> str:
+    """``s (Series)`` for a mock cell's variable; just ``s`` when no type is given."""
+    kind = entry.get("type")
+    name = str(entry.get("name"))
+    return f"{name} ({str(kind).rsplit('.', 1)[-1]})" if kind else name
+
+
+#: The MIME type JupyterLab's syftlab extension renders (a receipt, with a Request button).
+RECEIPT_MIME = "application/vnd.syftlab.receipt+json"
+
+#: Receipts with held outputs shown in this kernel, by the token their button sends back.
+_SHOWN: OrderedDict[str, Receipt] = OrderedDict()
+_SHOWN_MAX = 500
+
+
+def _remember(receipt: Receipt) -> str:
+    for token, r in _SHOWN.items():
+        if r is receipt:
+            return token
+    token = secrets.token_hex(8)
+    _SHOWN[token] = receipt
+    while len(_SHOWN) > _SHOWN_MAX:
+        _SHOWN.popitem(last=False)
+    return token
+
+
+class _Reply(dict):  # type: ignore[type-arg]
+    """A dict IPython also formats as ``application/json`` (for ``user_expressions``)."""
+
+    def _repr_json_(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def request_from_ui(token: str, reason: str) -> dict[str, Any]:
+    """What the receipt's Request button runs: ask the owner to release the held output.
+
+    Returns
+    -------
+    dict
+        ``{"id", "status", "worker"}`` of the new request, or ``{"error": message}``.
+    """
+    receipt = _SHOWN.get(str(token))
+    if receipt is None:
+        return _Reply(error="this receipt is no longer known to the kernel (restarted?): "
+                            "use _.request(reason) on it")
+    if not str(reason).strip():
+        return _Reply(error="a request needs a reason the owner can judge")
+    try:
+        req = receipt.request(str(reason).strip())
+    except Exception as exc:  # noqa: BLE001 - shown in the notebook, never raised there
+        return _Reply(error=f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")
+    return _Reply(id=req.id, status=req.status, worker=receipt.worker.name)

@@ -21,12 +21,6 @@ class Request:
     def __init__(self, worker: Worker, info: dict[str, Any]) -> None:
         self._worker = worker
         self._info = info
-        self._sha256: str | None = None
-        self._size: int | None = None
-
-    def _released(self, sha256: str, size: int) -> None:
-        """Record the digest and size that came with the released value."""
-        self._sha256, self._size = sha256, size
 
     @property
     def id(self) -> int:
@@ -47,21 +41,19 @@ class Request:
 
     @property
     def sha256(self) -> str | None:
-        """The released snapshot's SHA-256, known once :meth:`result` fetched it.
-
-        The worker sends the digest only together with an approved value: before
-        a decision or after a denial it would let anyone confirm guesses.
-        """
-        return self._sha256
+        """The released value's SHA-256: known once the value has come back (None before)."""
+        v = self._info.get("sha256")
+        return str(v) if v else None
 
     @property
     def size(self) -> int | None:
-        """The released value's size in bytes, known once :meth:`result` fetched it."""
-        return self._size
+        """The released value's size in bytes: known once it has come back (None before)."""
+        v = self._info.get("size")
+        return int(v) if v is not None else None
 
     def __repr__(self) -> str:
         extra = f" ({self.deny_reason})" if self.deny_reason else ""
-        size = f", {self._size} bytes" if self._size is not None else ""
+        size = f", {self.size} bytes" if self.size is not None else ""
         return (f"<Request #{self.id} on {self._worker.name}: {self.status}{extra}, "
                 f"{self._info.get('value_type')}{size}>")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,12 +58,15 @@ class Worker:
         A local name for the worker (defaults to the worker's own name).
     fingerprint : str, optional
         For a ``wss://`` worker: its certificate's SHA-256 fingerprint, to pin.
+    open_timeout : float
+        Seconds to wait for the worker to answer when connecting.
     """
 
     def __init__(self, url: str, token: str, name: str | None = None,
-                 fingerprint: str | None = None) -> None:
-        self._conn = Connection(url, token, fingerprint=fingerprint)
+                 fingerprint: str | None = None, open_timeout: float = 30.0) -> None:
+        self._conn = Connection(url, token, fingerprint=fingerprint, open_timeout=open_timeout)
         run_sync(self._conn.open())
+        _OPEN.add(self)
         self.name = name or str(self._conn.info.get("worker"))
         self.url = url
         self.vars = _Vars(self, mock=False)
@@ -133,11 +137,12 @@ class Worker:
         async def go() -> Any:
             reply = await self._conn.call("request_result", request=req.id)
             data = await self._conn.fetch_frame(reply)
-            # The value must be the snapshot the owner approved, whose digest comes with it.
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != reply.get("sha256"):
+            # The value must be the one the owner saw: check it against the request's hash.
+            # (The request's own hash, when it was shown before release, must agree too.)
+            if hashlib.sha256(data).hexdigest() != reply["sha256"] or \
+                    (req.sha256 is not None and reply["sha256"] != req.sha256):
                 raise ProtocolError("released value does not match the approved snapshot")
-            req._released(digest, len(data))
+            req._info.update(sha256=reply["sha256"], size=len(data))
             return codec.loads(data, limit=None)
         return run_sync(go())
 
@@ -194,7 +199,7 @@ class Worker:
             raise Interrupted(f"cell on {self.name} interrupted") from None
         r = fut_reply["receipt"]
         held = [Pointer(self, h) for h in r.get("held") or []]
-        return Receipt(self, r, held)
+        return Receipt(self, r, held, code=code)
 
     def interrupt(self, mock: bool = False) -> None:
         """Interrupt what your session's kernel is running."""
@@ -251,8 +256,29 @@ class Worker:
         raise TypeError("a Worker is not iterable")
 
 
+#: Every Worker this process opened (weakly held): what a notebook's kernel is connected to.
+_OPEN: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+class _Listing(list):  # type: ignore[type-arg]
+    """A list that IPython also formats as ``application/json``."""
+
+    def _repr_json_(self) -> list[Any]:
+        return list(self)
+
+
+def connected_workers() -> list[dict[str, str]]:
+    """The workers this process holds open connections to: ``name`` and ``url``.
+
+    JupyterLab's status bar asks a notebook's kernel this (instead of guessing
+    from the words in its cells) to show the budget of the workers it really uses.
+    """
+    return _Listing(sorted(({"name": w.name, "url": w.url} for w in list(_OPEN)
+                            if w.connected), key=lambda d: (d["name"], d["url"])))
+
+
 def connect(url: str, token: str, name: str | None = None,
-            fingerprint: str | None = None) -> Worker:
+            fingerprint: str | None = None, open_timeout: float = 30.0) -> Worker:
     """Connect to a worker as a data scientist.
 
     Parameters
@@ -268,9 +294,11 @@ def connect(url: str, token: str, name: str | None = None,
         (``syftlab tls fingerprint``): the connection is refused with
         :class:`~kernel_bridge.errors.CertificateMismatch`, before your token is
         sent, when the worker presents another certificate.
+    open_timeout : float
+        Seconds to wait for the worker to answer.
 
     Returns
     -------
     Worker
     """
-    return Worker(url, token, name, fingerprint=fingerprint)
+    return Worker(url, token, name, fingerprint=fingerprint, open_timeout=open_timeout)

@@ -7,6 +7,42 @@ function el(tag, cls, text) {
   return e;
 }
 
+function step(e, cls) {
+  const box = el("div", `sw-step ${cls}`);
+  box.dataset.seq = String(e.seq);
+  box.append(el("div", "sw-step-title", e.title), el("pre", "", e.code));
+  return box;
+}
+
+// The step that produced the value first (highlighted), then the private steps that
+// led to it; later steps and mock cells folded.
+function lineage(view) {
+  const box = el("div", "sw-lineage");
+  if (!view) return box;
+  if (view.target) {
+    box.append(el("div", "sw-muted", "requested value, produced by"),
+               step(view.target, "sw-step-target"));
+  } else {
+    box.append(el("div", "sw-muted", "no step is marked as producing the value"));
+  }
+  if (view.leading.length) {
+    const d = el("details", "sw-leading");
+    d.open = true;
+    d.append(el("summary", "", `what led to it (${view.leading.length} private step` +
+                               `${view.leading.length > 1 ? "s" : ""})`));
+    for (const e of view.leading) d.append(step(e, "sw-step-leading"));
+    box.append(d);
+  }
+  if (view.rest.length) {
+    const d = el("details", "sw-rest");
+    d.append(el("summary", "", `${view.rest.length} more step` +
+                               `${view.rest.length > 1 ? "s" : ""} (later, mock)`));
+    for (const e of view.rest) d.append(step(e, "sw-step-rest"));
+    box.append(d);
+  }
+  return box;
+}
+
 function card(model, r) {
   const c = el("div", "sw-request");
   c.dataset.requestId = String(r.id);
@@ -15,13 +51,11 @@ function card(model, r) {
   const reason = el("div", "sw-reason");
   reason.append(el("span", "sw-muted", "reason: "), el("span", "sw-reason-text", r.reason));
   c.append(reason);
-  for (const [label, body, cls] of [["code", r.code, "sw-code"],
-                                    ["preview", r.preview, "sw-preview"]]) {
-    const d = el("details", cls);
-    if (label === "preview") d.open = true;
-    d.append(el("summary", "", label), el("pre", "", body || ""));
-    c.append(d);
-  }
+  c.append(lineage(r.lineage));
+  const d = el("details", "sw-preview");
+  d.open = true;
+  d.append(el("summary", "", "preview"), el("pre", "", r.preview || ""));
+  c.append(d);
   const bar = el("div", "sw-actions");
   const approve = el("button", "sw-approve", "Approve");
   const why = el("input", "sw-deny-reason");

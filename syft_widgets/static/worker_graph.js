@@ -66,10 +66,14 @@ function draw(model, root) {
     grp.appendChild(svg("line", { x1: a.x + 60, y1: a.y, x2: b.x - 30, y2: b.y,
                                   stroke: down ? "#b0b4b8" : "#52606d", "stroke-width": 2,
                                   "stroke-dasharray": down ? "6 5" : "none" }));
-    const mx = (a.x + 60 + b.x - 30) / 2, my = (a.y + b.y) / 2;
+    // Labels sit beside the edge's end at the worker, on the side the edge does not come
+    // from (below a descending edge, above a level or rising one), so they never cross it.
+    const n = (e.lines || []).length;
+    const below = b.y > a.y + 1;
     (e.lines || []).forEach((line, i) => {
-      grp.appendChild(svg("text", { x: mx, y: my - 8 - ((e.lines.length - 1 - i) * 14),
-                                    "text-anchor": "middle", class: "sw-edge-label" }, line));
+      const y = below ? b.y + 16 + i * 14 : b.y - 8 - (n - 1 - i) * 14;
+      grp.appendChild(svg("text", { x: b.x - 36, y, "text-anchor": "end",
+                                    class: "sw-edge-label" }, line));
     });
     g.appendChild(grp);
   }

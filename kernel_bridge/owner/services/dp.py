@@ -11,37 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
+from collections.abc import Mapping
 from typing import Any
 
-from ..dp import mechanisms
-from ..dp.query import parse_query
-from ..errors import BudgetExhausted, InvalidQuery, UnknownObject
-from .assets import Asset
-from .ledger import Ledger
-from .session import Session
-from .store import Store
+from ...dp import mechanisms
+from ...dp.query import parse_query
+from ...errors import BudgetExhausted, InvalidQuery, UnknownObject
+from ...wire.protocol import Op
+from ..assets import Asset
+from ..context import WorkerContext
+from ..ledger import Ledger
+from ..session import Session
+from .base import Handler, Service
 
-_ASSET_ID = re.compile(r"asset_(\w+)_(private|mock)_(\d+)")
 
+class DPService(Service):
+    """DP queries and budgets for one worker (the ledger lives in its SQLite file)."""
 
-class DPService:
-    """DP queries and budgets for one worker.
-
-    Parameters
-    ----------
-    store : Store
-        The worker's state (the ledger lives in its SQLite file).
-    assets : dict of str to Asset
-        The registered assets.
-    """
-
-    def __init__(self, store: Store, assets: dict[str, Asset]) -> None:
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        store, assets = ctx.store, ctx.assets
         self.ledger = Ledger(store)
         self.assets = assets
         self.ledger.declare({n: a.spec.dp for n, a in assets.items() if a.spec.dp is not None})
         self._frames: dict[str, Any] = {}
         self._frame_lock = asyncio.Lock()
+
+    def ops(self) -> Mapping[Op, Handler]:
+        return {Op.DP_QUERY: self.op_dp_query, Op.BUDGET: self.op_budget}
 
     async def _frame(self, asset: Asset) -> Any:
         async with self._frame_lock:
@@ -59,18 +56,23 @@ class DPService:
             raise InvalidQuery("DP queries run on a pointer to a registered asset "
                                "(worker.asset(name)); this pointer is unknown",
                                field="pointer") from None
-        m = _ASSET_ID.fullmatch(obj.id)
-        if m is None or m.group(1) not in self.assets or obj.is_output:
+        if obj.asset is None or obj.asset not in self.assets or obj.is_output:
             raise InvalidQuery(
                 "DP queries run only on registered assets (worker.asset(name)), not on values "
                 "computed in a kernel: those could hold anything", field="pointer")
-        if m.group(2) != "private":
+        if obj.kernel != "private":
             raise InvalidQuery("this pointer is to a mock; run DP queries on the asset itself "
                                "(mock data needs no DP)", field="pointer")
-        return self.assets[m.group(1)]
+        return self.assets[obj.asset]
 
     async def op_dp_query(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
-        """Preview (accuracy only, spends nothing) or release a DP query."""
+        """Preview (accuracy only, spends nothing) or release a DP query.
+
+        Takes ``pointer`` (to a registered asset), ``query`` (a document, never
+        code), ``alpha`` and ``preview``. Releases a noisy aggregate computed on
+        the original asset, after its ε is debited (committed) on the ledger;
+        past the budget, :class:`BudgetExhausted` and nothing spent.
+        """
         asset = self._asset_of(session, msg.get("pointer"))
         query = parse_query(msg.get("query"), asset.spec)
         alpha = msg.get("alpha", 0.05)
