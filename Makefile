@@ -58,7 +58,7 @@ browser:
 # "--keep-state" keeps the previous run's requests and budgets (each demo starts clean).
 # `python -m`: this checkout's code, whatever interpreter a copied venv's scripts name.
 demo: $(STAMP) $(LABEXT) sandbox
-	$(BIN)/python -m kernel_bridge.owner.cli demo $(DEMO_ARGS)
+	$(BIN)/python -m kernel_bridge demo $(DEMO_ARGS)
 
 test: $(STAMP) $(LABEXT) sandbox browser
 	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets
