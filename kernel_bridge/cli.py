@@ -224,7 +224,8 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def run_requests(args: argparse.Namespace) -> int:
-    from .owner.owner_api import Owner, human_size, render_value
+    from ._format import human_size
+    from .owner.owner_api import Owner, render_value
 
     owner = Owner(args.state)
     if args.action == "list":

@@ -8,9 +8,10 @@ from typing import Any
 
 import traitlets
 
+from kernel_bridge._format import human_size
 from kernel_bridge.errors import SyftError
 from kernel_bridge.owner import lineage
-from kernel_bridge.owner.owner_api import Owner, PendingRequest, human_size, render_value
+from kernel_bridge.owner.owner_api import Owner, PendingRequest, render_value
 
 from ._base import LiveWidget, static
 

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from ..owner.owner_api import Owner, PendingRequest, human_size
+from .._format import human_size
+from ..owner.owner_api import Owner, PendingRequest
 from .preview import preview
 
 #: Statuses the history tab shows.
