@@ -405,7 +405,8 @@ def _as_int(value: Any) -> int:
 def _as_number(value: Any) -> float:
     if not _is_number(value) or not math.isfinite(value):
         raise TypeError("expected a finite number")
-    return value
+    number: float = value  # an int stays an int
+    return number
 
 
 def _as_bool(value: Any) -> bool:
