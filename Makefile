@@ -58,18 +58,20 @@ browser:
 # "--keep-state" keeps the previous run's requests and budgets (each demo starts clean).
 # `python -m`: this checkout's code, whatever interpreter a copied venv's scripts name.
 demo: $(STAMP) $(LABEXT) sandbox
-	$(BIN)/python -m kernel_bridge.owner.cli demo $(DEMO_ARGS)
+	$(BIN)/python -m kernel_bridge demo $(DEMO_ARGS)
 
-test: $(STAMP) $(LABEXT) sandbox browser
-	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets
+# CI runs `make test` only, so it runs `make lint`'s checks first.
+test: $(STAMP) $(LABEXT) sandbox browser lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) sandbox
 	$(BIN)/python -m benchmarks
 
+# ruff; mypy (strict, see pyproject.toml); the layer contracts ([tool.importlinter]).
 lint: $(STAMP)
-	$(BIN)/ruff check kernel_bridge syft_widgets tests benchmarks datasets
-	$(BIN)/mypy kernel_bridge syft_widgets
+	$(BIN)/python -m ruff check kernel_bridge syft_widgets tests benchmarks datasets
+	$(BIN)/python -m mypy kernel_bridge syft_widgets
+	$(BIN)/python -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
 
 clean:
-	rm -rf $(VENV) node_modules lib kernel_bridge/lab/labextension tsconfig.tsbuildinfo .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules lib kernel_bridge/lab/labextension tsconfig.tsbuildinfo .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

@@ -9,9 +9,8 @@ The names a user needs::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
+from ._version import __version__ as __version__
+from .errors import (
     ApprovalRequired,
     AuthenticationError,
     BudgetExhausted,

@@ -93,7 +93,7 @@ def start_workers(datasets: Path, names: list[str], scientist: str = SCIENTIST,
         for name in names:
             toml = datasets / f"{name}.toml"
             config = WorkerConfig.from_toml(toml)
-            argv = [sys.executable, "-m", "kernel_bridge.owner.cli", "worker",
+            argv = [sys.executable, "-m", "kernel_bridge.cli", "worker",
                     "--config", str(toml)]
             if state_root is not None:
                 config = config.with_overrides(state=(state_root / config.name).resolve())

@@ -105,7 +105,7 @@ class Approvals(LiveWidget):
         """
         action = content.get("action") if isinstance(content, dict) else None
         try:
-            rid = int(content.get("id"))  # type: ignore[union-attr, arg-type]
+            rid = int(content.get("id"))  # type: ignore[arg-type]
             if action == "approve":
                 self.approve(rid)
             elif action == "deny":

@@ -19,7 +19,7 @@ def static(name: str) -> Path:
     return STATIC / name
 
 
-class LiveWidget(anywidget.AnyWidget):  # type: ignore[misc]
+class LiveWidget(anywidget.AnyWidget):
     """An anywidget refreshed by a background :class:`Poller` until :meth:`close`.
 
     Subclasses implement :meth:`refresh` (one round of reads, then trait

@@ -7,8 +7,8 @@ from typing import Any
 
 import traitlets
 
+from kernel_bridge._format import format_epsilon
 from kernel_bridge.owner.owner_api import Owner
-from kernel_bridge.scientist.dp import format_epsilon
 from kernel_bridge.scientist.worker import Worker
 
 from ._base import LiveWidget, static

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kernel_bridge.owner.owner_api import human_size
+from kernel_bridge._format import human_size
 
 #: A node's health as the front end colours it.
 STATUSES = ("online", "busy", "offline")

@@ -20,13 +20,13 @@ from .conftest import DATASETS, ROOT
 
 def syftlab(*args: str, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", *args],
+    return subprocess.run([sys.executable, "-m", "kernel_bridge.cli", *args],
                           capture_output=True, text=True, timeout=60, env=env)
 
 
 def start_worker(*args: str, env: dict[str, str] | None = None
                  ) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "kernel_bridge.owner.cli", "worker", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "kernel_bridge.cli", "worker", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT, env=env)
     assert proc.stdout is not None
@@ -136,3 +136,18 @@ def test_no_sandbox_means_no_private_kernel_unless_unsafe(tmp_path: Path) -> Non
     finally:
         stop(proc)
     assert "UNSAFE" in proc.head  # type: ignore[attr-defined]
+
+
+def test_python_dash_m_kernel_bridge_is_the_cli(tmp_path: Path) -> None:
+    """``python -m kernel_bridge`` runs the same command as ``python -m kernel_bridge.cli``."""
+    state = str(tmp_path / "alice")
+    added = subprocess.run([sys.executable, "-m", "kernel_bridge", "token", "add", "ana",
+                            "--state", state], capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    assert len(token) >= 20
+    listed = syftlab("token", "list", "--state", state)
+    assert listed.returncode == 0 and "ana" in listed.stdout and token not in listed.stdout
+    bad = subprocess.run([sys.executable, "-m", "kernel_bridge", "nosuchcommand"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -74,7 +74,7 @@ def test_make_demo_target_sets_up_a_fresh_checkout(tmp_path: Path) -> None:
     assert any("-m venv" in s for s in steps)
     assert any('"torch==2.13.0"' in s for s in steps)
     assert any('install -q -e ".[test]"' in s for s in steps)
-    assert steps[-1].strip().endswith("/python -m kernel_bridge.owner.cli demo")
+    assert steps[-1].strip().endswith("/python -m kernel_bridge demo")
 
 
 def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_make_demo_brings_up_workers_and_lab_and_ctrl_c_stops_them(tmp_path: Pat
 
 def test_headless_demo_executes_start_here(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    out = subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", "demo", "--execute",
+    out = subprocess.run([sys.executable, "-m", "kernel_bridge.cli", "demo", "--execute",
                           "--state-root", str(root), "--any-port"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -149,7 +149,7 @@ def test_headless_demo_executes_start_here(tmp_path: Path) -> None:
 
 
 def run_headless(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", "demo", "--execute",
+    return subprocess.run([sys.executable, "-m", "kernel_bridge.cli", "demo", "--execute",
                            "--state-root", str(root), "--any-port", *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 

@@ -40,7 +40,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, A
     home = root.parent / "home"
     home.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kernel_bridge.owner.cli", "demo", "--state-root", str(root),
+        [sys.executable, "-m", "kernel_bridge.cli", "demo", "--state-root", str(root),
          "--any-port", "--lab-port", "0"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**make_env(), "HOME": str(home)}, start_new_session=True)
     try:

@@ -15,7 +15,7 @@ from .conftest import PLANTED_NUMBER
 
 
 def syftlab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", *args],
+    return subprocess.run([sys.executable, "-m", "kernel_bridge.cli", *args],
                           capture_output=True, text=True, timeout=60)
 
 

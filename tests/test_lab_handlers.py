@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+from conftest import DATASETS
 from labserver import BIN, LabServer, free_port
 
 import kernel_bridge as kb
@@ -173,7 +175,9 @@ def test_scientist_lists_workers(scientist_lab: LabServer, alice: kb.Worker) -> 
     assert {d["name"] for d in a["datasets"]} >= {"heart", "ecg", "secret"}
     heart = next(d for d in a["datasets"] if d["name"] == "heart")
     assert "age" in [c["name"] for c in heart["schema"]["columns"]]
-    assert len(heart["mock_preview"]) > 0
+    # The first rows of the mock, not of the private data.
+    mock = pd.read_csv(DATASETS / "heart" / "alice_mock.csv").head(5)
+    assert heart["mock_preview"] == json.loads(mock.to_json(orient="records"))
     assert req.id in [r["id"] for r in a["requests"]]
     assert a["budget"]["heart"] == alice.budget()["heart"]
     assert not z["online"] and z["error"] and z["datasets"] == []

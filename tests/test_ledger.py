@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import kernel_bridge as kb
-from kernel_bridge.owner import cli
+from kernel_bridge import cli
 from kernel_bridge.owner.ledger import Ledger
 from kernel_bridge.owner.store import Store
 from kernel_bridge.scientist.launch import relaunch

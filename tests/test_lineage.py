@@ -50,7 +50,7 @@ def test_producing_step_first_then_what_led_to_it_the_rest_folded(
 def test_cli_requests_show_prints_the_producing_step_first(
         session: kb.Worker, owner: kb.Owner, alice: kb.Worker) -> None:
     req = _session_with_a_request(session)
-    out = subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", "requests", "show",
+    out = subprocess.run([sys.executable, "-m", "kernel_bridge.cli", "requests", "show",
                           str(req.id), "--state", str(alice.process.state)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     listing = out.split("lineage (the step that produced the value first):\n", 1)[1]

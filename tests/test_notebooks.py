@@ -93,7 +93,7 @@ def check_start_here(nb: Any) -> None:
     assert "alice · approved" in released and "Name: age" in released
     dp_release = cell_text(find_cell(nb, "r = q.release()"))
     assert "epsilon_spent" in dp_release and "0.5" in dp_release
-    assert "DPResult" in dp_release or "ε" in dp_release
+    assert "<DPResult mean(age) = " in dp_release and "; ε=0.50, δ=0, " in dp_release
     timeout = cell_text(find_cell(nb, "%%remote alice --timeout"))
     assert "timeout: TimeoutError" in timeout
     assert "alice · ok" in cell_text(find_cell(nb, "run = _"))

@@ -356,12 +356,12 @@ def test_kernel_env_and_processes_are_isolated(fresh_worker: Callable[..., kb.Wo
     assert 1 <= len(got["procs"]) <= 3, got["procs"].keys()
     for pid, entry in got["procs"].items():
         cmd = entry["cmdline"]
-        assert "kernel_bridge.owner.cli" not in cmd and "pytest" not in cmd, (pid, cmd)
+        assert "kernel_bridge.cli" not in cmd and "pytest" not in cmd, (pid, cmd)
         assert "bwrap" in cmd or "ipykernel_launcher" in cmd, (pid, cmd)
     assert str(os.getpid()) not in got["procs"] or os.getpid() <= 3
     assert str(w.process.proc.pid) not in got["procs"] or w.process.proc.pid <= 3
     private_ok(w, PROCS + "\nassert 'SYFTLAB_TEST_SECRET' not in repr(result)\n"
-                          "assert 'owner.cli' not in repr(result)\n")
+                          "assert 'kernel_bridge.cli' not in repr(result)\n")
 
 
 # -- the file system -----------------------------------------------------------------------------

@@ -216,7 +216,12 @@ def test_deny_needs_a_reason_and_reaches_the_scientist(
         assert req.wait(timeout=10).status == "denied"
         with pytest.raises(kb.RequestDenied, match="max is identifying"):
             req.result()
-        assert "denied" in widget.text() or all(r["id"] != req.id for r in widget.requests)
+        assert all(r["id"] != req.id for r in widget.requests)
+        last = widget.recent[0]
+        assert (last["id"], last["status"], last["deny_reason"]) == (
+            req.id, "denied", "max is identifying")
+        assert widget.message.startswith(f"denied #{req.id}")
+        assert f"#{req.id} {last['scientist']}: denied (max is identifying)" in widget.text()
     finally:
         widget.close()
 

@@ -23,8 +23,9 @@ import opendp.prelude as dp
 import pandas as pd
 import polars as pl
 from opendp.accuracy import summarize_polars_measurement
+from opendp.extras.polars import Margin, dp_len
 
-from ..owner.config import AssetSpec, ColumnSpec
+from ..specs import AssetSpec, ColumnSpec
 from .query import Query
 
 # OpenDP gates its polars integration and several mechanisms behind "contrib":
@@ -142,9 +143,9 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
     decl = spec.dp
     cols = _columns(spec)
     key_col = query.keys
-    margins = [dp.polars.Margin(by=[], max_length=decl.max_rows)]
+    margins = [Margin(by=[], max_length=decl.max_rows)]
     if key_col is not None:
-        margins.append(dp.polars.Margin(by=[key_col], max_length=decl.max_rows))
+        margins.append(Margin(by=[key_col], max_length=decl.max_rows))
     if decl.id_column is None:
         unit = dp.unit_of(contributions=1)
     else:
@@ -161,7 +162,7 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
     exprs: list[Any]
     n_candidates = 0
     if query.aggregate in ("count", "histogram"):
-        exprs = [dp.len(signed=True).alias("count")]
+        exprs = [dp_len(signed=True).alias("count")]
     else:
         col = cols[str(query.column)]
         assert query.bounds is not None
@@ -173,7 +174,7 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
         elif query.aggregate == "mean":
             # What OpenDP's dp.mean does, kept as two outputs so that the
             # interval of the ratio can be derived from both noisy parts.
-            exprs = [x.dp.sum(bounds=(lo, hi)).alias("sum"), dp.len(signed=True).alias("count")]
+            exprs = [x.dp.sum(bounds=(lo, hi)).alias("sum"), dp_len(signed=True).alias("count")]
         else:
             cands = _candidates(col, lo, hi)
             n_candidates = len(cands)

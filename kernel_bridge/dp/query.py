@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import InvalidQuery
-from ..owner.config import AssetSpec, ColumnSpec
+from ..specs import AssetSpec, ColumnSpec
 
 #: Aggregates a query may ask for. A histogram is a count grouped by a column.
 AGGREGATES = ("count", "sum", "mean", "histogram", "quantile")

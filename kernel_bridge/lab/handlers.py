@@ -37,7 +37,7 @@ class SyftlabHandler(APIHandler):
             other = "owner" if kind is OwnerSide else "scientist"
             raise tornado.web.HTTPError(
                 404, f"this JupyterLab serves the {self.side.side} side, not the {other}'s")
-        return self.side  # type: ignore[return-value]
+        return self.side
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -18,7 +18,6 @@ This module only checks settings; it never reads asset contents (see
 from __future__ import annotations
 
 import dataclasses
-import keyword
 import math
 import re
 import tomllib
@@ -30,226 +29,40 @@ from typing import Any, Literal, get_args
 
 from kernel_bridge.errors import ConfigError
 
-ColumnKind = Literal["int", "float", "category", "bool", "str"]
+# The asset declarations live below the owner side (dp/ uses them too); re-exported here.
+from kernel_bridge.specs import (
+    ASSET_SUFFIXES,
+    COLUMN_KINDS,
+    AssetSpec,
+    ColumnKind,
+    ColumnSpec,
+    DPSpec,
+    validate_asset_name,
+)
+from kernel_bridge.specs import is_int as _is_int
+from kernel_bridge.specs import is_number as _is_number
+from kernel_bridge.specs import key_error as _fail
+
+__all__ = [
+    "ASSET_SUFFIXES",
+    "COLUMN_KINDS",
+    "SANDBOXES",
+    "AssetSpec",
+    "ColumnKind",
+    "ColumnSpec",
+    "DPSpec",
+    "SandboxKind",
+    "SandboxLimits",
+    "WorkerConfig",
+    "parse_asset_flags",
+    "validate_asset_name",
+]
+
 SandboxKind = Literal["bwrap", "none"]
 
-COLUMN_KINDS: tuple[str, ...] = get_args(ColumnKind)
 SANDBOXES: tuple[str, ...] = get_args(SandboxKind)
-#: File suffix -> the type of value it loads as.
-ASSET_SUFFIXES: dict[str, str] = {
-    ".csv": "DataFrame",
-    ".parquet": "DataFrame",
-    ".npy": "ndarray",
-    ".pt": "Tensor",
-}
-TABLE_SUFFIXES = frozenset(s for s, t in ASSET_SUFFIXES.items() if t == "DataFrame")
-
 _MB = 2**20
 _WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def _fail(key: str, reason: str) -> ConfigError:
-    return ConfigError(f"{key}: {reason}", key=key)
-
-
-def validate_asset_name(name: object) -> str:
-    """Check that ``name`` can be an asset name and return it.
-
-    Asset names become Python variable names in the scientist's kernel, so they
-    must be identifiers, not keywords, and not start with ``_`` (underscore names
-    such as ``__builtins__`` are reserved by the kernel).
-
-    Parameters
-    ----------
-    name : object
-        The proposed name.
-
-    Returns
-    -------
-    str
-        ``name`` unchanged.
-
-    Raises
-    ------
-    ConfigError
-        If the name is not usable.
-    """
-    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
-        raise ConfigError(
-            f"asset name {name!r} is not a valid Python identifier "
-            "(letters, digits and '_', not starting with a digit)",
-            key="name",
-        )
-    if keyword.iskeyword(name):
-        raise ConfigError(f"asset name {name!r} is a Python keyword", key="name")
-    if name.startswith("_"):
-        raise ConfigError(f"asset name {name!r} must not start with '_'", key="name")
-    return name
-
-
-@dataclass
-class ColumnSpec:
-    """A declared column of a table asset.
-
-    Bounds apply to ``int`` and ``float`` columns, categories to ``category``
-    columns. Declarations are public: they are shown to scientists and are all
-    that mocks are generated from.
-    """
-
-    name: str
-    kind: ColumnKind
-    lower: float | None = None
-    upper: float | None = None
-    categories: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        key = f"columns.{self.name}"
-        if not isinstance(self.name, str) or not self.name:
-            raise _fail(key, "column name must be a non-empty string")
-        if self.kind not in COLUMN_KINDS:
-            raise _fail(f"{key}.type", f"{self.kind!r} is not one of {', '.join(COLUMN_KINDS)}")
-        numeric = self.kind in ("int", "float")
-        for bound in ("lower", "upper"):
-            value = getattr(self, bound)
-            if value is None:
-                continue
-            if not numeric:
-                raise _fail(f"{key}.{bound}", f"bounds apply to int/float columns, not {self.kind}")
-            if not _is_number(value) or not math.isfinite(value):
-                raise _fail(f"{key}.{bound}", f"expected a finite number, got {value!r}")
-        if self.lower is not None and self.upper is not None:
-            if self.lower > self.upper:
-                raise _fail(key, f"lower ({self.lower}) is greater than upper ({self.upper})")
-            if self.kind == "int" and math.ceil(self.lower) > math.floor(self.upper):
-                raise _fail(key, f"no integer lies between {self.lower} and {self.upper}")
-        if self.kind == "category":
-            if not self.categories:
-                raise _fail(f"{key}.categories", "a category column needs a non-empty list")
-            if not all(isinstance(c, str) for c in self.categories):
-                raise _fail(f"{key}.categories", "categories must be strings")
-            if len(set(self.categories)) != len(self.categories):
-                raise _fail(f"{key}.categories", "categories must be unique")
-            self.categories = list(self.categories)
-        elif self.categories is not None:
-            raise _fail(
-                f"{key}.categories", f"categories apply to category columns, not {self.kind}"
-            )
-
-    @property
-    def bounded(self) -> bool:
-        """Whether both bounds are declared."""
-        return self.lower is not None and self.upper is not None
-
-
-@dataclass
-class DPSpec:
-    """An asset's differential-privacy declaration (the ``[assets.NAME.dp]`` table).
-
-    Everything here is public. Budgets are in ε (and δ) under basic composition,
-    see :mod:`kernel_bridge.owner.ledger`.
-
-    Attributes
-    ----------
-    privacy_unit : str
-        ``"row"`` (each row is one person) or the name of an id column.
-    max_rows_per_id : int
-        With an id column: rows per person kept (the rest are dropped before a query).
-    max_rows : int
-        A public upper bound on the number of rows (OpenDP needs one for sums).
-    epsilon_per_scientist, delta_per_scientist : float
-        Each scientist's default allowance on this asset.
-    epsilon_total, delta_total : float
-        The allowance of all scientists together.
-    """
-
-    privacy_unit: str = "row"
-    max_rows_per_id: int = 1
-    max_rows: int = 100_000_000
-    epsilon_per_scientist: float = 1.0
-    delta_per_scientist: float = 0.0
-    epsilon_total: float = 10.0
-    delta_total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.privacy_unit, str) or not self.privacy_unit:
-            raise _fail("privacy_unit", "expected \"row\" or the name of an id column")
-        for key in ("max_rows_per_id", "max_rows"):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
-                raise _fail(key, "must be a positive integer")
-        for key in ("epsilon_per_scientist", "epsilon_total", "delta_per_scientist",
-                    "delta_total"):
-            v = getattr(self, key)
-            if not _is_number(v) or not math.isfinite(v) or v < 0:
-                raise _fail(key, "must be a finite number >= 0")
-        for key in ("delta_per_scientist", "delta_total"):
-            if getattr(self, key) >= 1:
-                raise _fail(key, "a delta must be below 1")
-
-    @property
-    def id_column(self) -> str | None:
-        """The id column of the privacy unit, or None when a row is one person."""
-        return None if self.privacy_unit == "row" else self.privacy_unit
-
-
-@dataclass
-class AssetSpec:
-    """One dataset the worker serves: its private file, its mock, what scientists may see.
-
-    ``mock`` may be omitted for tables whose columns are all declared (with
-    bounds for numbers): a mock is then generated from the declarations.
-    """
-
-    name: str
-    path: Path
-    mock: Path | None = None
-    description: str = ""
-    columns: list[ColumnSpec] = field(default_factory=list)
-    show_row_count: bool = False
-    show_shape: bool = True
-    mock_rows: int = 100
-    dp: DPSpec | None = None
-
-    def __post_init__(self) -> None:
-        validate_asset_name(self.name)
-        self.path = Path(self.path)
-        self.mock = None if self.mock is None else Path(self.mock)
-        self.columns = list(self.columns)
-        kind = _suffix_kind("path", self.path)
-        if self.mock is not None:
-            mock_kind = _suffix_kind("mock", self.mock)
-            if (mock_kind == "DataFrame") != (kind == "DataFrame"):
-                raise _fail(
-                    "mock", f"a {kind} asset needs a mock of the same kind, not {mock_kind}"
-                )
-        if not isinstance(self.mock_rows, int) or self.mock_rows < 1:
-            raise _fail("mock_rows", "must be a positive integer")
-        if not all(isinstance(c, ColumnSpec) for c in self.columns):
-            raise _fail("columns", "expected ColumnSpec objects")
-        names = [c.name for c in self.columns]
-        if len(set(names)) != len(names):
-            raise _fail("columns", "column names must be unique")
-        if self.columns and kind != "DataFrame":
-            raise _fail("columns", f"columns apply to tables (.csv, .parquet), not {kind}")
-        if self.dp is not None:
-            if kind != "DataFrame" or not self.columns:
-                raise _fail("dp", "DP queries need a table (.csv, .parquet) with declared columns")
-            if self.dp.id_column is not None and self.dp.id_column not in names:
-                raise _fail("dp.privacy_unit", f"{self.dp.id_column!r} is not a declared column")
-        if self.mock is None:
-            # No private data may go into a mock, so without a file we need full declarations.
-            if not self.columns:
-                raise _fail("mock", "no mock file and no declared columns to generate one from")
-            for col in self.columns:
-                if col.kind in ("int", "float") and not col.bounded:
-                    raise _fail(
-                        f"columns.{col.name}",
-                        "needs lower and upper to generate a mock (or give a mock file)",
-                    )
-
-    @property
-    def value_type(self) -> str:
-        """``"DataFrame"``, ``"ndarray"`` or ``"Tensor"``, from the file suffix."""
-        return ASSET_SUFFIXES[self.path.suffix.lower()]
 
 
 @dataclass
@@ -577,14 +390,6 @@ class _Key:
     is_path: bool = False  # resolved relative to the TOML file
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _as_str(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string")
@@ -600,7 +405,8 @@ def _as_int(value: Any) -> int:
 def _as_number(value: Any) -> float:
     if not _is_number(value) or not math.isfinite(value):
         raise TypeError("expected a finite number")
-    return value
+    number: float = value  # an int stays an int
+    return number
 
 
 def _as_bool(value: Any) -> bool:
@@ -715,14 +521,6 @@ def _convert(
             raise _fail(f"{where}.{key}", f"{exc}, got {table[key]!r}") from None
         kwargs[spec.field] = (base / value).resolve() if spec.is_path else value
     return kwargs
-
-
-def _suffix_kind(key: str, path: Path) -> str:
-    kind = ASSET_SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        supported = ", ".join(ASSET_SUFFIXES)
-        raise _fail(key, f"unsupported file type {path.suffix!r} (supported: {supported})")
-    return kind
 
 
 def _check_files(spec: AssetSpec) -> None:

@@ -29,8 +29,8 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
 from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import ExecutionTimeout, KernelDied, OutputTooLarge

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .._format import human_size
 from ..errors import AlreadyDecided
 from ..wire import codec
 from . import lineage
@@ -224,16 +225,3 @@ def render_outputs(outputs: list[dict[str, Any]], max_chars: int = 4000) -> str:
             parts.append(f"<{t}>\n")
     text = "".join(parts)
     return text if len(text) <= max_chars else text[:max_chars] + "\n... (truncated)"
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-def state_path(state: str | Path) -> Path:
-    return Path(state).expanduser().resolve()

@@ -120,10 +120,8 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
 
 def _python_dirs() -> list[Path]:
     """Directories the kernel's Python needs: the venv, its base interpreter, the package."""
-    import kernel_bridge
-
     dirs = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
-            Path(kernel_bridge.__file__).parent,
+            Path(__file__).parent.parent,  # the kernel_bridge package
             # A venv's python is often a symlink into a pyenv/conda tree under $HOME.
             Path(os.path.realpath(sys.executable)).parent.parent}
     dirs |= {Path(os.path.realpath(d)) for d in list(dirs)}

@@ -22,7 +22,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     AuthenticationError,
     CodecError,

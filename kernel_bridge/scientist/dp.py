@@ -15,15 +15,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._format import format_epsilon
 from ..errors import InvalidQuery
 
 if TYPE_CHECKING:
     from .pointer import Pointer
-
-
-def format_epsilon(x: float) -> str:
-    """ε (or δ) as syftlab's UI shows it everywhere: two decimals (``0.70``, ``10.00``)."""
-    return f"{float(x):.2f}"
 
 
 def _fmt(x: Any) -> str:

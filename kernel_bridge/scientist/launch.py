@@ -118,7 +118,7 @@ def launch(
 
     state_dir = Path(state) if state else Path(tempfile.mkdtemp(prefix=f"syftlab-{name}-"))
     state_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "kernel_bridge.owner.cli", "worker", name,
+    argv = [sys.executable, "-m", "kernel_bridge.cli", "worker", name,
             "--state", str(state_dir), "--port", str(port), "--threads", str(threads)]
     if config:
         argv += ["--config", str(config)]

@@ -294,7 +294,7 @@ EVIL = "\x1b[2J\x1b]0;owned\x07\x1b[8mhidden\x1b[0m\r\x9b31m\u202e"
 
 
 def syftlab(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", *args],
+    out = subprocess.run([sys.executable, "-m", "kernel_bridge.cli", *args],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout + out.stderr

@@ -135,7 +135,7 @@ def test_bulk_port_speaks_tls_with_the_same_certificate(tls_worker: kb.Worker) -
 
 
 def test_cli_prints_the_fingerprint_the_worker_serves(tls_worker: kb.Worker) -> None:
-    out = subprocess.run([sys.executable, "-m", "kernel_bridge.owner.cli", "tls", "fingerprint",
+    out = subprocess.run([sys.executable, "-m", "kernel_bridge.cli", "tls", "fingerprint",
                           "--state", str(tls_worker.process.state)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,7 @@
-"""The ``syftlab`` command: run a worker, manage tokens, review requests."""
+"""The ``syftlab`` command: run a worker, manage tokens, review requests, start the demo.
+
+Run as ``syftlab ...`` (the console script) or ``python -m kernel_bridge ...``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError, SyftError
-from .terminal import clean
+from .errors import ConfigError, SyftError
+from .owner.terminal import clean
 
 
 def _state_arg(p: argparse.ArgumentParser) -> None:
@@ -136,8 +139,8 @@ def _when(ts: float | None) -> str:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from .config import WorkerConfig, parse_asset_flags
-    from .server import WorkerServer
+    from .owner.config import WorkerConfig, parse_asset_flags
+    from .owner.server import WorkerServer
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -203,7 +206,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from .owner_api import Owner
+    from .owner.owner_api import Owner
 
     owner = Owner(args.state)
     if args.action == "add":
@@ -221,7 +224,8 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def run_requests(args: argparse.Namespace) -> int:
-    from .owner_api import Owner, human_size, render_value
+    from ._format import human_size
+    from .owner.owner_api import Owner, render_value
 
     owner = Owner(args.state)
     if args.action == "list":
@@ -260,7 +264,7 @@ def run_requests(args: argparse.Namespace) -> int:
 
 
 def run_budget(args: argparse.Namespace) -> int:
-    from .owner_api import Owner
+    from .owner.owner_api import Owner
 
     if not args.state:
         raise ConfigError("give the worker's --state directory")
@@ -284,7 +288,7 @@ def run_budget(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from .owner_api import Owner
+    from .owner.owner_api import Owner
 
     for e in Owner(args.state).audit(args.limit):
         print(clean(f"{_when(e['ts'])} {e['actor']:<12} {e['event']:<14} {e['detail']}"))
@@ -292,7 +296,7 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def run_tls(args: argparse.Namespace) -> int:
-    from .tls import fingerprint_of_file, generated_paths
+    from .owner.tls import fingerprint_of_file, generated_paths
 
     if args.cert:
         cert = args.cert
@@ -331,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from pathlib import Path
 
-            from ..demo import main as demo_main
-            from ..demo import repo_root
+            from .demo import main as demo_main
+            from .demo import repo_root
 
             execute = None
             if args.execute is not None:
