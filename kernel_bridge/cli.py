@@ -236,10 +236,10 @@ def run_requests(args: argparse.Namespace) -> int:
             print(clean(f"#{r.id} [{r.status}] {r.scientist}: {r.value_type}, "
                         f"{human_size(r.size)}, {_when(r.created)}  reason: {r.reason or '-'}"))
             code = clean(r.code()).splitlines()
-            for line in code[-8:]:
+            for line in code[:8]:  # the step that produced the value comes first
                 print(f"    {line}")
             if len(code) > 8:
-                print(f"    ... ({len(code) - 8} earlier lines: requests show {r.id})")
+                print(f"    ... ({len(code) - 8} more lines: requests show {r.id})")
     elif args.action == "show":
         r = owner.request(args.id)
         print(clean(f"request #{r.id} by {r.scientist} [{r.status}]"
