@@ -28,8 +28,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..errors import Interrupted, RemoteError
 from . import connections
-from .display import publish, receipts_html, republish
-from .receipt import Receipt
+from .display import publish, republish
+from .receipt import Receipt, receipts_html
 from .worker import Worker
 
 #: Seconds to wait for the interrupted cells' receipts before giving up on them.
