@@ -103,22 +103,27 @@ class AsyncWorker:
 
     @property
     def core(self) -> AsyncWorker:
+        """The session: this worker itself."""
         return self
 
     @property
     def handle(self) -> Any:
+        """What the pointers, requests and receipts it hands out call their ``worker``."""
         return self if self._handle is None else self._handle
 
     @property
     def session_id(self) -> str:
+        """Your session's id on the worker (kept across reconnects that resume it)."""
         return str(self.conn.info.get("session"))
 
     @property
     def scientist(self) -> str:
+        """Who the worker knows you as (the name on your token)."""
         return str(self.conn.info.get("scientist"))
 
     @property
     def connected(self) -> bool:
+        """Whether the connection is open."""
         return self.conn.connected
 
     @property
@@ -156,6 +161,7 @@ class AsyncWorker:
             raise
 
     async def call(self, op: Op, **fields: Any) -> dict[str, Any]:
+        """One request; reconnects (resuming the session) once if the connection dropped."""
         try:
             return await self.conn.call(op, **fields)
         except ConnectionLost:
@@ -166,18 +172,22 @@ class AsyncWorker:
 
     async def call_once(self, op: Op, reply_timeout: float | None = None,
                         **fields: Any) -> dict[str, Any]:
+        """One request that never reconnects (and waits at most ``reply_timeout`` s)."""
         if reply_timeout is None:
             return await self.conn.call(op, **fields)
         return await asyncio.wait_for(self.conn.call(op, reply_timeout=reply_timeout, **fields),
                                       reply_timeout + 1.0)
 
     async def fetch_value(self, reply: dict[str, Any]) -> Any:
+        """The value a ``get`` reply carries (inline, or over the bulk path)."""
         return await self.conn.fetch_value(reply)
 
     async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray:
+        """The encoded value a ``request_result`` reply carries."""
         return await self.conn.fetch_frame(reply)
 
     async def send_value(self, op: Op, value: Any, **fields: Any) -> dict[str, Any]:
+        """Call ``op`` with ``value`` (large values travel over the bulk path first)."""
         return await self.conn.send_value(op, value, **fields)
 
     # -- the worker --------------------------------------------------------------

@@ -81,10 +81,12 @@ class Pointer:
 
     @property
     def id(self) -> str:
+        """The object's id in your session (unguessable; meaningless elsewhere)."""
         return str(self._resolved()["id"])
 
     @property
     def ref(self) -> PointerRef:
+        """The reference a pointer travels as inside another call's arguments."""
         return PointerRef(self.id)
 
     @property
@@ -94,23 +96,28 @@ class Pointer:
 
     @property
     def type_name(self) -> str:
+        """The remote value's type, from a fixed vocabulary."""
         return str(self._resolved()["type"])
 
     @property
     def taint(self) -> frozenset[str]:
+        """The private assets the value may derive from; empty means it may be fetched."""
         return frozenset(self._resolved()["taint"])
 
     @property
     def kernel(self) -> str:
+        """The session kernel holding it: ``clean``, ``private`` or ``mock``."""
         return str(self._resolved()["kernel"])
 
     @property
     def shape(self) -> tuple[int, ...] | None:
+        """The value's shape, for arrays, tensors and tables (None otherwise)."""
         s = self._resolved().get("shape")
         return None if s is None else tuple(s)
 
     @property
     def dtype(self) -> str | None:
+        """The value's dtype, for arrays and tensors (None otherwise)."""
         return self._resolved().get("dtype")
 
     def __repr__(self) -> str:

@@ -85,27 +85,51 @@ class Receipt:
         """The worker handle the cell ran on."""
         return self._session.handle
 
-    status = property(lambda self: str(self.data["status"]))
-    error_type = property(lambda self: self.data.get("error_type"))
-    duration = property(lambda self: float(self.data["duration"]))
-    names = property(lambda self: list(self.data.get("names") or []))
-    kernel = property(lambda self: str(self.data["kernel"]))
+    @property
+    def status(self) -> str:
+        """``ok``, ``error``, ``interrupted`` or ``timeout``."""
+        return str(self.data["status"])
+
+    @property
+    def error_type(self) -> str | None:
+        """The exception's type only (never its message or traceback)."""
+        v = self.data.get("error_type")
+        return None if v is None else str(v)
+
+    @property
+    def duration(self) -> float:
+        """Seconds the cell ran."""
+        return float(self.data["duration"])
+
+    @property
+    def names(self) -> list[dict[str, Any]]:
+        """The names the cell assigned (mock cells: created or changed, with types)."""
+        return list(self.data.get("names") or [])
+
+    @property
+    def kernel(self) -> str:
+        """The kernel it ran on: ``private`` or ``mock``."""
+        return str(self.data["kernel"])
 
     @property
     def error_line(self) -> int | None:
+        """The line of the cell that raised (bounded by the cell's length)."""
         line = self.data.get("error_line")
         return line if isinstance(line, int) and not isinstance(line, bool) else None
 
     @property
     def ok(self) -> bool:
+        """Whether the cell ran without error."""
         return self.status == "ok"
 
     @property
     def mock(self) -> bool:
+        """Whether the cell ran on the mock kernel (its outputs are then shown)."""
         return self.kernel == "mock"
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
+        """A mock cell's outputs (iopub messages); empty for a private cell."""
         return list(self.data.get("outputs") or [])
 
     def __getitem__(self, name: str) -> Pointer:

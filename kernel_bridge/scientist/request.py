@@ -31,6 +31,7 @@ class Request:
 
     @property
     def id(self) -> int:
+        """The request's number on its worker (``worker.request_by_id`` finds it)."""
         return int(self._info["id"])
 
     @property
@@ -40,10 +41,12 @@ class Request:
 
     @property
     def reason(self) -> str:
+        """Why you asked, as the owner reads it."""
         return str(self._info["reason"])
 
     @property
     def deny_reason(self) -> str | None:
+        """The owner's reason, once denied."""
         return self._info.get("deny_reason")
 
     @property

@@ -99,14 +99,17 @@ class Worker:
 
     @property
     def session_id(self) -> str:
+        """Your session's id on the worker (kept across reconnects that resume it)."""
         return self._core.session_id
 
     @property
     def scientist(self) -> str:
+        """Who the worker knows you as (the name on your token)."""
         return self._core.scientist
 
     @property
     def connected(self) -> bool:
+        """Whether the connection is open (calls reconnect by themselves when it is not)."""
         return self._core.connected
 
     @property
