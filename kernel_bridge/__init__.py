@@ -13,6 +13,9 @@ methods are coroutines; the blocking API above is generated from it.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
@@ -47,11 +50,12 @@ from .scientist.request import Request  # noqa: E402
 from .scientist.worker import Worker, connect  # noqa: E402
 
 
-def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext kernel_bridge``: the ``%remote`` / ``%%remote`` magics."""
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext kernel_bridge``: the ``%remote`` / ``%%remote`` magics, and ``kb``."""
     from .scientist.magic import load_ipython_extension as load
 
     load(ipython)
+    ipython.user_ns.setdefault("kb", sys.modules[__name__])
 
 
 __all__ = [

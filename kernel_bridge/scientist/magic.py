@@ -317,8 +317,5 @@ class RemoteMagics(Magics):
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext kernel_bridge``: the magics, and ``kb`` in the namespace."""
-    import kernel_bridge
-
+    """Register the ``%remote`` / ``%%remote`` magics (``%load_ext kernel_bridge`` calls this)."""
     ipython.register_magics(RemoteMagics)
-    ipython.user_ns.setdefault("kb", kernel_bridge)
