@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -80,7 +81,8 @@ class AsyncWorker:
         self.conn = Connection(url, token, fingerprint=fingerprint, open_timeout=open_timeout)
         self.url = url
         self._name = name
-        self._handle = handle
+        # Weakly: a Worker that nobody holds goes away (and leaves connected_workers()).
+        self._handle: weakref.ref[Any] | None = None if handle is None else weakref.ref(handle)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnect_lock: asyncio.Lock | None = None
         self._generation = 0
@@ -109,7 +111,8 @@ class AsyncWorker:
     @property
     def handle(self) -> Any:
         """What the pointers, requests and receipts it hands out call their ``worker``."""
-        return self if self._handle is None else self._handle
+        handle = None if self._handle is None else self._handle()
+        return self if handle is None else handle
 
     @property
     def session_id(self) -> str:

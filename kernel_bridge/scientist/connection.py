@@ -128,6 +128,10 @@ class Connection:
             reply = codec.loads(raw, limit=CLIENT_FRAME_LIMIT)
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(f"worker at {self.url} closed the connection: {exc}") from None
+        if not isinstance(reply, dict):
+            await ws.close()
+            raise ProtocolError(f"the worker at {self.url} answered hello with a "
+                                f"{type(reply).__name__}, not a map")
         if "error" in reply:
             await ws.close()
             raise from_wire(reply["error"])
