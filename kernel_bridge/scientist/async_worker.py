@@ -22,6 +22,7 @@ blocking call cannot wait inside the event loop it would wait on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 import weakref
 from collections.abc import Coroutine
@@ -137,14 +138,14 @@ class AsyncWorker:
                 "bytes_received": c.bytes_received, "in_flight": len(c._pending)}
 
     # -- the Session interface ---------------------------------------------------
-    def blocking(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on this worker's event loop from another thread and wait.
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on this worker's event loop from another thread.
 
         Raises
         ------
         RuntimeError
-            Called from inside that loop (which would wait on itself): ``await``
-            the worker's coroutine there instead.
+            Called from inside that loop (whose caller would wait on itself):
+            ``await`` the worker's coroutine there instead.
         """
         loop = self._loop
         try:
@@ -156,7 +157,17 @@ class AsyncWorker:
             raise RuntimeError("a blocking syftlab call inside the event loop of an "
                                "AsyncWorker: await the worker's coroutine instead "
                                "(e.g. `await worker.get(ptr)`)")
-        fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def blocking(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on this worker's event loop from another thread and wait.
+
+        Raises
+        ------
+        RuntimeError
+            Called from inside that loop (which would wait on itself).
+        """
+        fut = self.submit(coro)
         try:
             return fut.result(timeout)
         except BaseException:
