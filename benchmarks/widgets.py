@@ -26,7 +26,7 @@ def _until(pred: object, timeout: float) -> float:
 @benchmark("widgets")
 def graph_overhead(cfg: Config) -> Result:
     """Remote op round trip with a live WorkerGraph vs with the graph stopped."""
-    from kernel_bridge.scientist.launch import relaunch
+    from kernel_bridge.launch import relaunch
     from syft_widgets import WorkerGraph
 
     torch = _torch()

@@ -5,16 +5,24 @@ The names a user needs::
     import kernel_bridge as kb
     alice = kb.connect("ws://127.0.0.1:8765", token="...")   # scientist
     owner = kb.Owner("./state/alice")                          # data owner
+
+From an asyncio program (an orchestrator talking to many workers at once),
+``alice = await kb.aconnect(url, token)`` gives an :class:`AsyncWorker` whose
+methods are coroutines; the blocking API above is generated from it.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from ._version import __version__ as __version__
-from .errors import (
+from .errors import (  # noqa: E402
     ApprovalRequired,
     AuthenticationError,
     BudgetExhausted,
     CodecError,
+    ConnectionLost,
     ExecutionTimeout,
     FrameTooLarge,
     Interrupted,
@@ -31,27 +39,33 @@ from .errors import (
     SyftError,
     UnknownObject,
 )
+from .launch import launch  # noqa: E402
 from .owner.owner_api import Owner  # noqa: E402
+from .scientist.async_worker import AsyncWorker, aconnect  # noqa: E402
 from .scientist.dp import DPQuery, DPResult  # noqa: E402
-from .scientist.launch import launch  # noqa: E402
 from .scientist.pointer import Pointer  # noqa: E402
 from .scientist.receipt import Receipt  # noqa: E402
 from .scientist.request import Request  # noqa: E402
 from .scientist.worker import Worker, connect  # noqa: E402
 
 
-def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext kernel_bridge``: the ``%remote`` / ``%%remote`` magics."""
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext kernel_bridge``: the ``%remote`` / ``%%remote`` magics, and ``kb``."""
     from .scientist.magic import load_ipython_extension as load
 
     load(ipython)
+    ipython.user_ns.setdefault("kb", sys.modules[__name__])
 
 
 __all__ = [
-    "ApprovalRequired", "AuthenticationError", "CodecError", "ExecutionTimeout",
-    "FrameTooLarge", "Interrupted", "KernelDied", "MalformedFrame", "MethodNotAllowed",
-    "Owner", "PermissionDenied", "Pointer", "ProtocolError", "Receipt", "RemoteError",
-    "Request", "RequestDenied", "RequestPending", "SyftError", "UnknownObject", "Worker",
-    "connect", "launch", "BudgetExhausted", "InvalidQuery", "DPQuery", "DPResult",
-    "OutputTooLarge",
+    # scientist
+    "connect", "aconnect", "launch", "Worker", "AsyncWorker", "Pointer", "Receipt",
+    "Request", "DPQuery", "DPResult",
+    # data owner
+    "Owner",
+    # errors
+    "SyftError", "ApprovalRequired", "AuthenticationError", "BudgetExhausted", "CodecError",
+    "ConnectionLost", "ExecutionTimeout", "FrameTooLarge", "Interrupted", "InvalidQuery",
+    "KernelDied", "MalformedFrame", "MethodNotAllowed", "OutputTooLarge", "PermissionDenied",
+    "ProtocolError", "RemoteError", "RequestDenied", "RequestPending", "UnknownObject",
 ]

@@ -27,11 +27,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .launch import WorkerProcess
 from .owner.config import WorkerConfig
 from .owner.owner_api import Owner
 from .owner.store import DB_NAME
 from .scientist import connections
-from .scientist.launch import WorkerProcess
 
 SCIENTIST = "ana"
 

@@ -2,7 +2,7 @@
 
 The widgets never block the notebook kernel: every network or database read
 happens here, off the kernel's main thread. The scientist's blocking calls go
-through one event-loop thread (:func:`kernel_bridge.scientist._loop.run_sync`);
+run as coroutines on one event-loop thread (a ``Worker`` wraps an ``AsyncWorker``);
 this thread is just another caller that waits on a future, so it cannot
 deadlock with the user's calls (it never runs inside that loop).
 """

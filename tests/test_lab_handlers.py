@@ -86,7 +86,7 @@ def test_owner_lists_previews_and_approves(owner_lab: LabServer, owner: kb.Owner
     assert status == 200
     mine = [r for r in body["requests"] if r["id"] == req.id]
     assert mine and mine[0]["reason"] == "mean age for the report"
-    assert mine[0]["scientist"] == req._worker.scientist and mine[0]["status"] == "pending"
+    assert mine[0]["scientist"] == req.worker.scientist and mine[0]["status"] == "pending"
 
     status, body = owner_lab.call("GET", f"/syftlab/requests/{req.id}")
     assert status == 200

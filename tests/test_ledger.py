@@ -15,9 +15,9 @@ import pytest
 
 import kernel_bridge as kb
 from kernel_bridge import cli
+from kernel_bridge.launch import relaunch
 from kernel_bridge.owner.ledger import Ledger
 from kernel_bridge.owner.store import Store
-from kernel_bridge.scientist.launch import relaunch
 
 
 def write_config(tmp_path: Path, rows: int = 300, per_scientist: float = 1.0,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import kernel_bridge as kb
-from kernel_bridge.scientist.launch import relaunch
+from kernel_bridge.launch import relaunch
 
 
 def test_wrong_missing_and_revoked_tokens_refused(alice: kb.Worker) -> None:

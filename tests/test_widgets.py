@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from nbconvert import MarkdownExporter
 
 import kernel_bridge as kb
-from kernel_bridge.scientist.launch import relaunch
+from kernel_bridge.launch import relaunch
 from syft_widgets import Approvals, Budget, WorkerGraph
 
 NOTEBOOK = Path(__file__).resolve().parent / "files" / "widgets_live.ipynb"

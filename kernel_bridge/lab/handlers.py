@@ -18,8 +18,9 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from ..errors import SyftError
+from ..scientist.connections import ConnectionsError
 from .owner_side import OwnerSide
-from .scientist_side import ConnectionsError, ScientistSide
+from .scientist_side import ScientistSide
 
 T = TypeVar("T")
 Side = OwnerSide | ScientistSide

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .._render import clip, is_outputs, read_outputs
+
 #: Rows and columns of a table preview; characters of a text preview.
 MAX_ROWS, MAX_COLS, MAX_TEXT = 20, 30, 4000
 IMAGE_MIMES = ("image/png", "image/jpeg")
@@ -29,7 +31,7 @@ def _cell(v: Any) -> Any:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "\n… (truncated)"
+    return clip(text, MAX_TEXT, "\n… (truncated)")
 
 
 def _stats(arr: np.ndarray[Any, Any]) -> dict[str, Any]:
@@ -45,34 +47,30 @@ def _stats(arr: np.ndarray[Any, Any]) -> dict[str, Any]:
 
 def _outputs(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
-    for o in outputs:
-        c, t = o.get("content", {}), o.get("msg_type")
-        if t == "stream":
-            items.append({"type": "text", "name": c.get("name"), "text": _clip(str(c.get("text")))})
-        elif t in ("display_data", "execute_result", "update_display_data"):
-            data = c.get("data", {})
-            mime = next((m for m in IMAGE_MIMES if m in data), None)
+    for o in read_outputs(outputs):
+        if o.kind == "stream":
+            items.append({"type": "text", "name": o.name, "text": _clip(o.text)})
+        elif o.kind == "data":
+            mime = next((m for m in IMAGE_MIMES if m in o.data), None)
             if mime is not None:
                 try:  # only well-formed base64 reaches the browser's <img src=data:...>
-                    raw = base64.b64decode(str(data[mime]).replace("\n", ""), validate=True)
+                    raw = base64.b64decode(str(o.data[mime]).replace("\n", ""), validate=True)
                     items.append({"type": "image", "mime": mime,
                                   "data": base64.b64encode(raw).decode()})
                     continue
                 except (binascii.Error, ValueError):
                     pass
-            items.append({"type": "text", "text": _clip(str(data.get("text/plain",
-                                                                       f"<{', '.join(data)}>")))})
-        elif t == "error":
-            items.append({"type": "error", "text": _clip(f"{c.get('ename')}: {c.get('evalue')}")})
+            items.append({"type": "text", "text": _clip(o.plain)})
+        elif o.kind == "error":
+            items.append({"type": "error", "text": _clip(o.text)})
         else:
-            items.append({"type": "text", "text": f"<{t}>"})
+            items.append({"type": "text", "text": f"<{o.text}>"})
     return {"kind": "outputs", "items": items}
 
 
 def preview(value: Any) -> dict[str, Any]:
     """Describe ``value`` for review: ``table``, ``tensor``, ``outputs`` or ``text``."""
-    if isinstance(value, list) and value and all(isinstance(o, dict) and "msg_type" in o
-                                                 for o in value):
+    if is_outputs(value) and len(value) > 0:
         return _outputs(value)
     try:
         import pandas as pd

@@ -13,7 +13,6 @@ while its refresh goes on in the background.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SyftError
+from ..scientist.connections import ConnectionEntry, ConnectionsError, read
 from ..scientist.worker import Worker, connect
 
-
-class ConnectionsError(ValueError):
-    """The connections file is missing, unreadable or malformed."""
+__all__ = ["ConnectionsError", "ScientistSide", "budget_of"]
 
 
 class _Cached(Exception):
@@ -35,36 +33,8 @@ class _Cached(Exception):
 
 
 @dataclass
-class Connection:
-    """One worker entry of the connections file."""
-
-    name: str
-    url: str
-    token: str
-
-
-def read_connections(path: str | Path) -> list[Connection]:
-    """Parse a connections file: a list of ``{name, url, token}`` or ``{name: {url, token}}``."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConnectionsError(f"cannot read connections file {path}: {exc}") from None
-    items = ([{"name": k, **v} for k, v in raw.items() if isinstance(v, dict)]
-             if isinstance(raw, dict) else raw)
-    out = []
-    if not isinstance(items, list):
-        raise ConnectionsError(f"{path}: expected a list of {{name, url, token}}")
-    for it in items:
-        if not (isinstance(it, dict) and all(isinstance(it.get(k), str)
-                                             for k in ("name", "url", "token"))):
-            raise ConnectionsError(f"{path}: every entry needs string name, url and token")
-        out.append(Connection(it["name"], it["url"], it["token"]))
-    return out
-
-
-@dataclass
 class _Slot:
-    conn: Connection
+    conn: ConnectionEntry
     worker: Worker | None = None
     datasets: list[dict[str, Any]] = field(default_factory=list)
     datasets_at: float = 0.0
@@ -121,11 +91,11 @@ class ScientistSide:
             path = Path(self.connections_file)
             mtime = path.stat().st_mtime if path.exists() else None
             if mtime != self._mtime:
-                conns = read_connections(path) if mtime is not None else []
+                conns = read(path) if mtime is not None else []
                 fresh: dict[str, _Slot] = {}
                 for c in conns:
                     old = self._slots.pop(c.name, None)
-                    if old is not None and (old.conn.url, old.conn.token) == (c.url, c.token):
+                    if old is not None and old.conn == c:
                         fresh[c.name] = old
                     else:
                         if old is not None:
@@ -152,6 +122,7 @@ class ScientistSide:
                 raise _Cached(slot.error)  # failed a moment ago: do not wait on it again
             try:
                 slot.worker = connect(slot.conn.url, slot.conn.token, name=slot.conn.name,
+                                      fingerprint=slot.conn.fingerprint,
                                       open_timeout=self.connect_timeout)
             except (OSError, SyftError, TimeoutError) as exc:
                 slot.failed_at, slot.error = time.monotonic(), f"{type(exc).__name__}: {exc}"
@@ -232,9 +203,6 @@ class ScientistSide:
         return dict(self.pool.map(one, slots))
 
 
-def budget_of(worker: Worker) -> dict[str, Any] | None:
-    """``Worker.budget()`` (per asset ε spent/limit/remaining), or None before DP exists."""
-    fn = getattr(worker, "budget", None)
-    if fn is None:
-        return None
-    return {str(k): dict(v) for k, v in fn().items()}
+def budget_of(worker: Worker) -> dict[str, Any]:
+    """``Worker.budget()``: per asset ε spent/limit/remaining, as JSON-ready dicts."""
+    return {str(k): dict(v) for k, v in worker.budget().items()}

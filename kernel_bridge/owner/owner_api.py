@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._format import human_size
+from .._render import is_outputs, outputs_text
 from ..errors import AlreadyDecided
 from ..wire import codec
 from . import lineage
@@ -190,7 +191,7 @@ class Owner:
 
 def render_value(value: Any, max_chars: int = 4000) -> str:
     """A plain-text rendering of a snapshot for terminals (CLI ``requests show``)."""
-    if isinstance(value, list) and all(isinstance(o, dict) and "msg_type" in o for o in value):
+    if is_outputs(value):
         return render_outputs(value, max_chars)
     try:
         import torch
@@ -209,19 +210,5 @@ def render_value(value: Any, max_chars: int = 4000) -> str:
 
 
 def render_outputs(outputs: list[dict[str, Any]], max_chars: int = 4000) -> str:
-    """Held cell outputs as text, in order."""
-    parts = []
-    for o in outputs:
-        c = o.get("content", {})
-        t = o.get("msg_type")
-        if t == "stream":
-            parts.append(str(c.get("text", "")))
-        elif t in ("display_data", "execute_result", "update_display_data"):
-            data = c.get("data", {})
-            parts.append(str(data.get("text/plain", f"<{', '.join(data)}>")) + "\n")
-        elif t == "error":
-            parts.append(f"{c.get('ename')}: {c.get('evalue')}\n")
-        else:
-            parts.append(f"<{t}>\n")
-    text = "".join(parts)
-    return text if len(text) <= max_chars else text[:max_chars] + "\n... (truncated)"
+    """Held cell outputs as text, in order (see :func:`kernel_bridge._render.outputs_text`)."""
+    return outputs_text(outputs, max_chars)

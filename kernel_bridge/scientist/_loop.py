@@ -1,8 +1,10 @@
 """One background event loop per process, behind the blocking API.
 
-The async client is the one implementation; notebook users call it through
-:func:`run_sync`, which works whether or not the caller's thread already runs
-an event loop (Jupyter's does).
+The async client (:class:`~kernel_bridge.scientist.async_worker.AsyncWorker`)
+is the one implementation. A blocking ``Worker`` opens its ``AsyncWorker`` on
+this loop (:func:`run_sync`) and runs every later call there too, which works
+whether or not the caller's thread already runs an event loop (Jupyter's
+does). An asyncio program that uses ``kb.aconnect`` never touches this loop.
 """
 
 from __future__ import annotations

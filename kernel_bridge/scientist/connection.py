@@ -30,6 +30,7 @@ from ..errors import (
     from_wire,
 )
 from ..wire import bulk, codec, frames, tls
+from ..wire.protocol import Op
 
 log = logging.getLogger("syftlab.client")
 
@@ -116,7 +117,7 @@ class Connection:
             except SyftError:
                 await ws.close()
                 raise
-        hello: dict[str, Any] = {"op": "hello", "#": 0, "token": self.token,
+        hello: dict[str, Any] = {"op": str(Op.HELLO), "#": 0, "token": self.token,
                                  "versions": list(frames.SUPPORTED_VERSIONS),
                                  "client": "kernel_bridge"}
         if resume and self.info.get("session"):
@@ -127,6 +128,10 @@ class Connection:
             reply = codec.loads(raw, limit=CLIENT_FRAME_LIMIT)
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(f"worker at {self.url} closed the connection: {exc}") from None
+        if not isinstance(reply, dict):
+            await ws.close()
+            raise ProtocolError(f"the worker at {self.url} answered hello with a "
+                                f"{type(reply).__name__}, not a map")
         if "error" in reply:
             await ws.close()
             raise from_wire(reply["error"])
@@ -166,13 +171,13 @@ class Connection:
                     fut.set_exception(err)
             self._pending.clear()
 
-    async def call(self, op: str, *, reply_timeout: float | None = None,
+    async def call(self, op: Op | str, *, reply_timeout: float | None = None,
                    **fields: Any) -> dict[str, Any]:
         """Send one request and return the reply's fields (raises the worker's typed error)."""
         if not self.connected:
             raise ConnectionLost(f"not connected to {self.url}; call reconnect()")
         mid = next(self._ids)
-        header, buffers = codec.encode({"op": op, "#": mid, **fields})
+        header, buffers = codec.encode({"op": str(op), "#": mid, **fields})
         size = frames.frame_size(header, buffers)
         limit = int(self.info.get("frame_limit") or frames.DEFAULT_FRAME_LIMIT)
         if size > limit:
@@ -213,13 +218,13 @@ class Connection:
         return await asyncio.to_thread(bulk.download, self.host, port, reply["download"],
                                        60.0, self._ssl, self.fingerprint)
 
-    async def send_value(self, op: str, value: Any, **fields: Any) -> dict[str, Any]:
+    async def send_value(self, op: Op | str, value: Any, **fields: Any) -> dict[str, Any]:
         """Call ``op`` with ``value``; large values travel over the bulk path first."""
         header, buffers = codec.encode(value)
         size = frames.frame_size(header, buffers)
         if size < int(self.info.get("bulk_threshold") or 1 << 20):
             return await self.call(op, value=value, **fields)
-        t = await self.call("upload_ticket", size=size)
+        t = await self.call(Op.UPLOAD_TICKET, size=size)
         await asyncio.to_thread(bulk.upload, self.host, int(t["port"]), t["ticket"],
                                 frames.pack(header, buffers), 60.0, self._ssl, self.fingerprint)
         self.bytes_sent += size

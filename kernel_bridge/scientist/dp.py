@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._format import format_epsilon
 from ..errors import InvalidQuery
-
-if TYPE_CHECKING:
-    from .pointer import Pointer
+from ..wire.protocol import Op
+from ._session import RemoteObject, Session, blocking
 
 
 def _fmt(x: Any) -> str:
@@ -78,18 +77,19 @@ class DPResult:
 class DPQuery:
     """A DP query, not yet run. ``accuracy()`` is free; ``release()`` spends ε."""
 
-    def __init__(self, pointer: Pointer, doc: dict[str, Any]) -> None:
+    def __init__(self, pointer: RemoteObject, doc: dict[str, Any]) -> None:
         self._pointer = pointer
+        self._session: Session = pointer._session
         self.doc = {k: v for k, v in doc.items() if v is not None}
 
     def __repr__(self) -> str:
-        return f"<DPQuery {self.doc} on {self._pointer.worker.name}>"
+        return f"<DPQuery {self.doc} on {self._session.name}>"
 
-    def _call(self, preview: bool, alpha: float) -> dict[str, Any]:
-        return self._pointer.worker._call("dp_query", pointer=self._pointer.id, query=self.doc,
-                                          preview=preview, alpha=alpha)
+    async def _call(self, preview: bool, alpha: float) -> dict[str, Any]:
+        return await self._session.call(Op.DP_QUERY, pointer=self._pointer.id, query=self.doc,
+                                        preview=preview, alpha=alpha)
 
-    def accuracy(self, alpha: float = 0.05, rows: int | None = None) -> Any:
+    async def _aaccuracy(self, alpha: float = 0.05, rows: int | None = None) -> Any:
         """The ± of the ``1 - alpha`` interval a release would have; spends nothing.
 
         Parameters
@@ -113,13 +113,13 @@ class DPQuery:
         InvalidQuery
             A mean whose row count is not public, without ``rows``.
         """
-        preview = self._call(True, alpha)["preview"]
+        preview = (await self._call(True, alpha))["preview"]
         acc = preview["accuracy"]
         query = preview.get("query") or self.doc
         if query.get("aggregate") != "mean" or not isinstance(acc, dict) or "sum" not in acc:
             return acc
         if rows is None:
-            rows = None if query.get("by") else self._public_rows()
+            rows = None if query.get("by") else await self._public_rows()
         if rows is None:
             what = "each group's size" if query.get("by") else "its row count"
             raise InvalidQuery(f"a mean's error bar depends on {what}, which the owner does "
@@ -129,14 +129,14 @@ class DPQuery:
         return mean_accuracy(float(acc["sum"]), float(acc["count"]), max(abs(lo), abs(hi)),
                              int(rows))
 
-    def _public_rows(self) -> int | None:
+    async def _public_rows(self) -> int | None:
         taint = self._pointer.taint
-        for d in self._pointer.worker.datasets:
+        for d in (await self._session.call(Op.DATASETS))["datasets"]:
             if d["name"] in taint and len(taint) == 1:
                 return None if d.get("rows") is None else int(d["rows"])
         return None
 
-    def release(self, alpha: float = 0.05) -> DPResult:
+    async def _arelease(self, alpha: float = 0.05) -> DPResult:
         """Run the query on the worker, spending its ε (refused once the budget is spent).
 
         Raises
@@ -146,11 +146,14 @@ class DPQuery:
         InvalidQuery
             The worker refused the query; nothing was spent.
         """
-        reply = self._call(False, alpha)
+        reply = await self._call(False, alpha)
         r = reply["result"]
         return DPResult(value=r["value"], epsilon=r["epsilon"], delta=r["delta"],
                         mechanism=r["mechanism"], accuracy=r["accuracy"], alpha=r["alpha"],
                         query=r["query"], budget=reply.get("budget") or {})
+
+    accuracy = blocking(_aaccuracy)
+    release = blocking(_arelease)
 
 
 def mean_accuracy(sum_acc: float, count_acc: float, bound: float, rows: int) -> float:
@@ -206,7 +209,7 @@ class DP:
     declaration) give less noise on a sum or mean but clip values outside them.
     """
 
-    def __init__(self, pointer: Pointer) -> None:
+    def __init__(self, pointer: RemoteObject) -> None:
         self._pointer = pointer
 
     def _q(self, aggregate: str, epsilon: float, **fields: Any) -> DPQuery:

@@ -28,14 +28,18 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..errors import Interrupted, RemoteError
 from . import connections
-from .display import publish, receipts_html, republish
-from .receipt import Receipt
+from .display import publish, republish
+from .receipt import Receipt, receipts_html
 from .worker import Worker
 
 #: Seconds to wait for the interrupted cells' receipts before giving up on them.
 INTERRUPT_GRACE = 10.0
 
-_pool = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="syftlab-remote")
+
+def _submit(workers: list[Worker], code: str, mock: bool, timeout: float | None
+            ) -> list[cf.Future[Receipt]]:
+    """Start the cell on every worker at once (coroutines on the client's loop)."""
+    return [w.core.submit(w.core.run(code, mock, timeout)) for w in workers]
 
 
 class Receipts(list):  # type: ignore[type-arg]
@@ -114,7 +118,7 @@ def run_cell(workers: list[Worker], code: str, mock: bool = False,
         After a KeyboardInterrupt: the remote cells were interrupted (their
         receipts are shown first); the kernels keep their variables.
     """
-    futures = [_pool.submit(w.run, code, mock, timeout) for w in workers]
+    futures = _submit(workers, code, mock, timeout)
     try:
         while not all(f.done() for f in futures):
             # Short waits: SIGINT arrives as KeyboardInterrupt in this (main) thread.
@@ -210,7 +214,7 @@ class RemoteMagics(Magics):
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout takes a positive number of seconds")
         if args.noblock:
-            futures = [_pool.submit(w.run, cell, args.mock, args.timeout) for w in workers]
+            futures = _submit(workers, cell, args.mock, args.timeout)
             return RemoteRun(workers, futures, args.mock)
         receipts = run_cell(workers, cell, args.mock, args.timeout)
         _show_mock_outputs(receipts)
@@ -317,8 +321,5 @@ class RemoteMagics(Magics):
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext kernel_bridge``: the magics, and ``kb`` in the namespace."""
-    import kernel_bridge
-
+    """Register the ``%remote`` / ``%%remote`` magics (``%load_ext kernel_bridge`` calls this)."""
     ipython.register_magics(RemoteMagics)
-    ipython.user_ns.setdefault("kb", kernel_bridge)

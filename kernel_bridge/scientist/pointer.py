@@ -7,32 +7,41 @@ value back when the worker's gate allows it; ``.request()`` asks the owner.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import ApprovalRequired
+from ..errors import ApprovalRequired, ProtocolError
+from ..wire.protocol import Op, OpKind
 from ..wire.refs import PointerRef
-
-if TYPE_CHECKING:
-    from .dp import DP
-    from .request import Request
-    from .worker import Worker
+from ._session import Handle, Session, blocking
+from .dp import DP
+from .request import Request
 
 _BINOPS = ["add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or",
            "xor", "lshift", "rshift"]
 _COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 
 
-def _wire_arg(value: Any) -> Any:
+async def _wire_arg(value: Any) -> Any:
     """Pointers inside arguments travel as references; everything else as a value."""
     if isinstance(value, Pointer):
-        return value.ref
+        return PointerRef(str((await value._aresolved())["id"]))
     if isinstance(value, list):
-        return [_wire_arg(v) for v in value]
+        return [await _wire_arg(v) for v in value]
     if isinstance(value, tuple):
-        return tuple(_wire_arg(v) for v in value)
+        return tuple([await _wire_arg(v) for v in value])
     if isinstance(value, dict):
-        return {k: _wire_arg(v) for k, v in value.items()}
+        return {k: await _wire_arg(v) for k, v in value.items()}
     return value
+
+
+def _pointers(value: Any) -> list[Pointer]:
+    if isinstance(value, Pointer):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in _pointers(v)]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _pointers(v)]
+    return []
 
 
 class Pointer:
@@ -48,61 +57,75 @@ class Pointer:
         The private assets the value may derive from; empty means it may be fetched.
     """
 
-    __slots__ = ("_worker", "_info", "_pending", "__weakref__")
+    __slots__ = ("_session", "_info", "_pending", "__weakref__")
 
-    def __init__(self, worker: Worker, info: dict[str, Any] | None,
+    def __init__(self, worker: Handle, info: dict[str, Any] | None,
                  pending: tuple[Pointer, str] | None = None) -> None:
-        self._worker = worker
+        self._session: Session = worker.core
         self._info = info
         self._pending = pending
 
     # -- identity -------------------------------------------------------------
-    def _resolved(self) -> dict[str, Any]:
+    async def _aresolved(self) -> dict[str, Any]:
         if self._info is None:
             assert self._pending is not None
             target, name = self._pending
-            self._info = self._worker._op(target, "attr", name)
+            self._info = await target._aop(OpKind.ATTR, name)
             self._pending = None
+        return self._info
+
+    def _resolved(self) -> dict[str, Any]:
+        if self._info is None:
+            return self._session.blocking(self._aresolved())
         return self._info
 
     @property
     def id(self) -> str:
+        """The object's id in your session (unguessable; meaningless elsewhere)."""
         return str(self._resolved()["id"])
 
     @property
     def ref(self) -> PointerRef:
+        """The reference a pointer travels as inside another call's arguments."""
         return PointerRef(self.id)
 
     @property
-    def worker(self) -> Worker:
-        return self._worker
+    def worker(self) -> Any:
+        """The worker handle this pointer came from (a ``Worker`` or an ``AsyncWorker``)."""
+        return self._session.handle
 
     @property
     def type_name(self) -> str:
+        """The remote value's type, from a fixed vocabulary."""
         return str(self._resolved()["type"])
 
     @property
     def taint(self) -> frozenset[str]:
+        """The private assets the value may derive from; empty means it may be fetched."""
         return frozenset(self._resolved()["taint"])
 
     @property
     def kernel(self) -> str:
+        """The session kernel holding it: ``clean``, ``private`` or ``mock``."""
         return str(self._resolved()["kernel"])
 
     @property
     def shape(self) -> tuple[int, ...] | None:
+        """The value's shape, for arrays, tensors and tables (None otherwise)."""
         s = self._resolved().get("shape")
         return None if s is None else tuple(s)
 
     @property
     def dtype(self) -> str | None:
+        """The value's dtype, for arrays and tensors (None otherwise)."""
         return self._resolved().get("dtype")
 
     def __repr__(self) -> str:
+        name = self._session.name
         if self._info is None and self._pending is not None:
-            return f"<Pointer {self._worker.name}: {self._pending[0]!r}.{self._pending[1]}>"
+            return f"<Pointer {name}: {self._pending[0]!r}.{self._pending[1]}>"
         info = self._resolved()
-        bits = [f"{self._worker.name}:{info['id']}", info["type"]]
+        bits = [f"{name}:{info['id']}", info["type"]]
         if info.get("shape") is not None:
             bits.append(f"shape={tuple(info['shape'])}")
         if info.get("kernel") == "mock":
@@ -113,12 +136,10 @@ class Pointer:
     @property
     def dp(self) -> DP:
         """DP queries on this asset (``ptr.dp.mean("age", epsilon=0.2)``); see :mod:`.dp`."""
-        from .dp import DP
-
         return DP(self)
 
-    # -- values ---------------------------------------------------------------
-    def get(self) -> Any:
+    # -- values (coroutines, and their blocking twins) ------------------------------
+    async def _aget(self) -> Any:
         """The value, if it may leave the worker without approval.
 
         Raises
@@ -127,43 +148,72 @@ class Pointer:
             The value derives from private data; ``err.request(reason)`` asks the owner.
         """
         try:
-            return self._worker._get(self)
+            reply = await self._session.call_once(Op.GET, id=(await self._aresolved())["id"])
+            return await self._session.fetch_value(reply)
         except ApprovalRequired as exc:
             exc.pointer = self
             raise
 
-    def request(self, reason: str = "") -> Request:
+    async def _arequest(self, reason: str = "") -> Request:
         """Ask the data owner to release this value (a snapshot taken now)."""
-        return self._worker._request(self, reason)
+        reply = await self._session.call(Op.REQUEST, id=(await self._aresolved())["id"],
+                                         reason=reason)
+        return Request(self._session, reply["request"])
 
-    def delete(self) -> None:
+    async def _adelete(self) -> None:
         """Free the remote object."""
-        self._worker._delete([self.id])
+        await self._session.call(Op.DELETE, ids=[(await self._aresolved())["id"]])
+
+    async def _aop(self, kind: OpKind, name: str, args: list[Any] | None = None,
+                   kwargs: dict[str, Any] | None = None, reflected: bool = False
+                   ) -> dict[str, Any]:
+        """Run one operation on this object on the worker; the result's pointer info."""
+        for v in _pointers([args or [], kwargs or {}]):
+            if v._session is not self._session:
+                raise ProtocolError("pointers from different workers cannot be combined; "
+                                    "move data with send() or use SMPC")
+        info = await self._aresolved()
+        reply = await self._session.call(Op.OP, target=info["id"], kind=str(kind), name=name,
+                                         args=await _wire_arg(list(args or [])),
+                                         kwargs=await _wire_arg(dict(kwargs or {})),
+                                         reflected=reflected)
+        return reply["pointer"] or info
+
+    async def _anew(self, kind: OpKind, name: str, args: list[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, reflected: bool = False) -> Pointer:
+        """:meth:`_aop`, as a new pointer."""
+        return Pointer(self._session, await self._aop(kind, name, args, kwargs, reflected))
+
+    get = blocking(_aget)
+    request = blocking(_arequest)
+    delete = blocking(_adelete)
+    _op = blocking(_aop)
+    _new = blocking(_anew)
 
     # -- remote operations ------------------------------------------------------
     def __getattr__(self, name: str) -> Pointer:
         if name.startswith("_"):
             # Dunders never travel; Python's own protocols get a plain AttributeError.
             raise AttributeError(name)
-        return _Member(self._worker, self, name)
+        return _Member(self._session, self, name)
 
     def __getitem__(self, key: Any) -> Pointer:
-        return Pointer(self._worker, self._worker._op(self, "getitem", "getitem", [key]))
+        return self._new(OpKind.GETITEM, "getitem", [key])
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._worker._op(self, "setitem", "setitem", [key, value])
+        self._op(OpKind.SETITEM, "setitem", [key, value])
 
     def __neg__(self) -> Pointer:
-        return Pointer(self._worker, self._worker._op(self, "unop", "neg"))
+        return self._new(OpKind.UNOP, "neg")
 
     def __pos__(self) -> Pointer:
-        return Pointer(self._worker, self._worker._op(self, "unop", "pos"))
+        return self._new(OpKind.UNOP, "pos")
 
     def __abs__(self) -> Pointer:
-        return Pointer(self._worker, self._worker._op(self, "unop", "abs"))
+        return self._new(OpKind.UNOP, "abs")
 
     def __invert__(self) -> Pointer:
-        return Pointer(self._worker, self._worker._op(self, "unop", "invert"))
+        return self._new(OpKind.UNOP, "invert")
 
     def __bool__(self) -> bool:
         raise TypeError("a Pointer has no truth value here: the value is on the worker "
@@ -181,8 +231,7 @@ class Pointer:
 
 def _binop(name: str, reflected: bool = False) -> Any:
     def op(self: Pointer, other: Any) -> Pointer:
-        return Pointer(self._worker, self._worker._op(self, "binop", name, [other],
-                                                      reflected=reflected))
+        return self._new(OpKind.BINOP, name, [other], reflected=reflected)
     op.__name__ = f"__{'r' if reflected else ''}{name.rstrip('_')}__"
     return op
 
@@ -200,10 +249,10 @@ class _Member(Pointer):
 
     __slots__ = ()
 
-    def __init__(self, worker: Worker, target: Pointer, name: str) -> None:
+    def __init__(self, worker: Handle, target: Pointer, name: str) -> None:
         super().__init__(worker, None, (target, name))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Pointer:
         assert self._pending is not None, "an attribute already fetched cannot be called"
         target, name = self._pending
-        return Pointer(self._worker, self._worker._op(target, "method", name, list(args), kwargs))
+        return target._new(OpKind.METHOD, name, list(args), kwargs)

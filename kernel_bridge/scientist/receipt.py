@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-if TYPE_CHECKING:
-    from .pointer import Pointer
-    from .request import Request
-    from .worker import Worker
+from ..errors import Interrupted
+from ..wire.protocol import Op
+from ._session import Handle, Session
+from .pointer import Pointer
+from .request import Request
+
+#: Status colours of a receipt, and the MOCK marker's.
+_STATUS_COLORS = {"ok": "#2e7d32", "error": "#c62828"}
+_MOCK_COLOR = "#6a1b9a"
+
+
+async def run_cell(session: Session, code: str, mock: bool = False,
+                   timeout: float | None = None) -> Receipt:
+    """Run ``code`` in the session's private (or mock) kernel: its :class:`Receipt`."""
+    r = (await session.call(Op.RUN, code=code, mock=mock, timeout=timeout))["receipt"]
+    held = [Pointer(session, h) for h in r.get("held") or []]
+    return Receipt(session, r, held, code=code)
+
+
+def run_blocking(session: Session, code: str, mock: bool = False,
+                 timeout: float | None = None) -> Receipt:
+    """:func:`run_cell`, waited for; Ctrl-C interrupts the remote cell.
+
+    Raises
+    ------
+    Interrupted
+        After a KeyboardInterrupt (the remote kernel was interrupted too).
+    """
+    try:
+        return session.blocking(run_cell(session, code, mock, timeout))
+    except KeyboardInterrupt:
+        session.blocking(session.call(Op.INTERRUPT, mock=mock))
+        raise Interrupted(f"cell on {session.name} interrupted") from None
 
 
 class Receipt:
@@ -41,48 +72,79 @@ class Receipt:
         error message (free: mock data) is shown next to this receipt.
     """
 
-    def __init__(self, worker: Worker, data: dict[str, Any], held: list[Pointer],
+    def __init__(self, worker: Handle, data: dict[str, Any], held: list[Pointer],
                  code: str = "") -> None:
-        self.worker = worker
+        self._session: Session = worker.core
         self.data = data
         self.held = held
         self.code = code
         self.mock_rerun: Receipt | None = None
 
-    status = property(lambda self: str(self.data["status"]))
-    error_type = property(lambda self: self.data.get("error_type"))
-    duration = property(lambda self: float(self.data["duration"]))
-    names = property(lambda self: list(self.data.get("names") or []))
-    kernel = property(lambda self: str(self.data["kernel"]))
+    @property
+    def worker(self) -> Any:
+        """The worker handle the cell ran on."""
+        return self._session.handle
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``error``, ``interrupted`` or ``timeout``."""
+        return str(self.data["status"])
+
+    @property
+    def error_type(self) -> str | None:
+        """The exception's type only (never its message or traceback)."""
+        v = self.data.get("error_type")
+        return None if v is None else str(v)
+
+    @property
+    def duration(self) -> float:
+        """Seconds the cell ran."""
+        return float(self.data["duration"])
+
+    @property
+    def names(self) -> list[dict[str, Any]]:
+        """The names the cell assigned (mock cells: created or changed, with types)."""
+        return list(self.data.get("names") or [])
+
+    @property
+    def kernel(self) -> str:
+        """The kernel it ran on: ``private`` or ``mock``."""
+        return str(self.data["kernel"])
 
     @property
     def error_line(self) -> int | None:
+        """The line of the cell that raised (bounded by the cell's length)."""
         line = self.data.get("error_line")
         return line if isinstance(line, int) and not isinstance(line, bool) else None
 
     @property
     def ok(self) -> bool:
+        """Whether the cell ran without error."""
         return self.status == "ok"
 
     @property
     def mock(self) -> bool:
+        """Whether the cell ran on the mock kernel (its outputs are then shown)."""
         return self.kernel == "mock"
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
+        """A mock cell's outputs (iopub messages); empty for a private cell."""
         return list(self.data.get("outputs") or [])
 
     def __getitem__(self, name: str) -> Pointer:
         """A pointer to a variable the cell created or changed."""
         if name not in {n["name"] for n in self.names}:
             raise KeyError(f"the cell does not assign {name!r}")
-        return self.worker.mock_vars[name] if self.mock else self.worker.vars[name]
+        s = self._session
+        reply = s.blocking(s.call(Op.VAR, name=name, mock=self.mock))
+        return Pointer(s, reply["pointer"])
 
     def _summary(self) -> list[str]:
         status = self.status if not self.error_type else f"{self.status}: {self.error_type}"
         if self.error_line is not None:
             status += f" (line {self.error_line})"
-        parts = [self.worker.name + (" (MOCK)" if self.mock else ""), status,
+        parts = [self._session.name + (" (MOCK)" if self.mock else ""), status,
                  f"{self.duration * 1000:.0f} ms"]
         for change in ("created", "changed", "assigned"):
             items = [_name(n) for n in self.names if n.get("change") == change]
@@ -111,7 +173,7 @@ class Receipt:
             raise ValueError("this cell ran on the mock kernel already: its outputs are shown")
         if not self.code:
             raise ValueError("this receipt does not know its cell's code")
-        self.mock_rerun = self.worker.run(self.code, mock=True, timeout=timeout)
+        self.mock_rerun = run_blocking(self._session, self.code, mock=True, timeout=timeout)
         return self.mock_rerun
 
     def mock_message(self) -> str | None:
@@ -152,12 +214,10 @@ class Receipt:
         text += " [request]" if self.held else ""
         msg = self.mock_message()
         if msg is not None:
-            text += f"\n  {self.worker.name} · MOCK re-run: {msg}"
+            text += f"\n  {self._session.name} · MOCK re-run: {msg}"
         return text
 
     def _repr_html_(self) -> str:
-        from .display import receipt_html
-
         return receipt_html(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
@@ -167,8 +227,6 @@ class Receipt:
         The button asks for a reason and calls :func:`request_from_ui` in this
         kernel with the receipt's token (elsewhere the HTML receipt shows).
         """
-        from .display import receipt_parts
-
         data = receipt_parts(self)
         if self.held:
             data["token"] = _remember(self)
@@ -176,6 +234,47 @@ class Receipt:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def receipt_html(receipt: Receipt) -> str:
+    """A receipt as one line of HTML (every part from the worker escaped)."""
+    color = _STATUS_COLORS.get(receipt.status, "#ef6c00")
+    parts = [html.escape(p) for p in receipt._summary()]
+    parts[1] = f'<b style="color:{color}">{parts[1]}</b>'
+    hint = ""
+    if receipt.held:
+        # Plain text, not a fake button (JupyterLab with syftlab shows a real one).
+        hint = (' <span class="syftlab-request-hint" style="color:#666">· '
+                '<code>_.request(reason)</code> asks the owner to release it</span>')
+    return ('<div class="syftlab-receipt" style="font-family:monospace;padding:2px 6px;'
+            f'border-left:3px solid {color}">{" · ".join(parts)}{hint}'
+            f'{_mock_rerun_html(receipt)}</div>')
+
+
+def _mock_rerun_html(receipt: Receipt) -> str:
+    """The mock re-run of a failed private cell, under the receipt, marked MOCK."""
+    msg = receipt.mock_message()
+    if msg is None:
+        return ""
+    tb = receipt.mock_traceback()
+    details = (f'<details><summary>mock traceback</summary><pre style="margin:0">'
+               f'{html.escape(tb)}</pre></details>') if tb else ""
+    return (f'<div class="syftlab-mock-rerun" style="color:{_MOCK_COLOR};margin-top:2px">'
+            f'<b>{html.escape(receipt._session.name)} · MOCK</b> re-run: {html.escape(msg)}'
+            f'{details}</div>')
+
+
+def receipt_parts(receipt: Receipt) -> dict[str, Any]:
+    """A receipt as data for a front end to draw as text: summary parts, colour, mock re-run."""
+    return {"worker": receipt._session.name, "parts": receipt._summary(),
+            "status": receipt.status, "color": _STATUS_COLORS.get(receipt.status, "#ef6c00"),
+            "held": len(receipt.held), "mock_rerun": receipt.mock_message(),
+            "mock_traceback": receipt.mock_traceback() if receipt.mock_rerun else ""}
+
+
+def receipts_html(receipts: Iterable[Receipt]) -> str:
+    """Several receipts (a multi-worker cell's), one line each."""
+    return "".join(receipt_html(r) for r in receipts)
 
 
 def _name(entry: dict[str, Any]) -> str:
@@ -229,4 +328,4 @@ def request_from_ui(token: str, reason: str) -> dict[str, Any]:
         req = receipt.request(str(reason).strip())
     except Exception as exc:  # noqa: BLE001 - shown in the notebook, never raised there
         return _Reply(error=f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")
-    return _Reply(id=req.id, status=req.status, worker=receipt.worker.name)
+    return _Reply(id=req.id, status=req.status, worker=receipt._session.name)

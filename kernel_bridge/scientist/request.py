@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import RequestDenied, RequestPending
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from ..errors import ProtocolError, RequestDenied, RequestPending
+from ..wire import codec
+from ..wire.protocol import Op
+from ._session import Handle, Session, blocking
+from .display import show_value
 
 
 class Request:
@@ -18,12 +20,18 @@ class Request:
     reconnects and worker restarts: ``alice.request_by_id(7)`` finds it again.
     """
 
-    def __init__(self, worker: Worker, info: dict[str, Any]) -> None:
-        self._worker = worker
+    def __init__(self, worker: Handle, info: dict[str, Any]) -> None:
+        self._session: Session = worker.core
         self._info = info
 
     @property
+    def worker(self) -> Any:
+        """The worker handle the request was made through."""
+        return self._session.handle
+
+    @property
     def id(self) -> int:
+        """The request's number on its worker (``worker.request_by_id`` finds it)."""
         return int(self._info["id"])
 
     @property
@@ -33,10 +41,12 @@ class Request:
 
     @property
     def reason(self) -> str:
+        """Why you asked, as the owner reads it."""
         return str(self._info["reason"])
 
     @property
     def deny_reason(self) -> str | None:
+        """The owner's reason, once denied."""
         return self._info.get("deny_reason")
 
     @property
@@ -54,26 +64,27 @@ class Request:
     def __repr__(self) -> str:
         extra = f" ({self.deny_reason})" if self.deny_reason else ""
         size = f", {self.size} bytes" if self.size is not None else ""
-        return (f"<Request #{self.id} on {self._worker.name}: {self.status}{extra}, "
+        return (f"<Request #{self.id} on {self._session.name}: {self.status}{extra}, "
                 f"{self._info.get('value_type')}{size}>")
 
-    def refresh(self) -> Request:
-        self._info = self._worker._call("request_status", request=self.id)["request"]
+    async def _arefresh(self) -> Request:
+        """Ask the worker for the request's status now; returns self."""
+        self._info = (await self._session.call(Op.REQUEST_STATUS, request=self.id))["request"]
         return self
 
-    def wait(self, timeout: float | None = 600.0, poll: float = 30.0) -> Request:
-        """Block until the owner decides (or ``timeout`` seconds pass); returns self."""
+    async def _await(self, timeout: float | None = 600.0, poll: float = 30.0) -> Request:
+        """Wait until the owner decides (or ``timeout`` seconds pass); returns self."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
-            self._info = self._worker._call("wait_request", request=self.id,
-                                            timeout=left)["request"]
+            self._info = (await self._session.call(Op.WAIT_REQUEST, request=self.id,
+                                                   timeout=left))["request"]
             if self.status != "pending":
                 return self
             if deadline is not None and time.monotonic() >= deadline:
                 return self
 
-    def result(self) -> Any:
+    async def _aresult(self) -> Any:
         """The released value.
 
         Raises
@@ -84,10 +95,22 @@ class Request:
             The owner said no; the exception's message carries their reason.
         """
         try:
-            return self._worker._request_result(self)
+            reply = await self._session.call_once(Op.REQUEST_RESULT, request=self.id)
+            data = await self._session.fetch_frame(reply)
         except (RequestDenied, RequestPending):
-            self.refresh()
+            await self._arefresh()
             raise
+        # The value must be the one the owner saw: check it against the request's hash.
+        # (The request's own hash, when it was shown before release, must agree too.)
+        if hashlib.sha256(data).hexdigest() != reply["sha256"] or \
+                (self.sha256 is not None and reply["sha256"] != self.sha256):
+            raise ProtocolError("released value does not match the approved snapshot")
+        self._info.update(sha256=reply["sha256"], size=len(data))
+        return codec.loads(data, limit=None)
+
+    refresh = blocking(_arefresh)
+    wait = blocking(_await)
+    result = blocking(_aresult)
 
     def show(self, wait: float | None = None) -> Any:
         """Display the released value in the notebook, marked "<worker> · approved".
@@ -100,10 +123,8 @@ class Request:
         object
             The released value (for a held output: its iopub messages).
         """
-        from .display import show_value
-
         if wait:
             self.wait(timeout=wait)
         value = self.result()
-        show_value(value, self._worker.name, "approved")
+        show_value(value, self._session.name, "approved")
         return value

@@ -1,34 +1,41 @@
-"""``Worker``: the scientist's blocking handle on one worker, and ``connect``."""
+"""``Worker``: the scientist's blocking handle on one worker, and ``connect``.
+
+Every method is generated from :class:`~kernel_bridge.scientist.async_worker.AsyncWorker`'s
+coroutine of the same name (run on one background event loop, which works
+whether or not the caller's thread runs a loop of its own, as Jupyter's does),
+the way ``jupyter_client`` builds its blocking client from the async one.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import threading
-import time
+import functools
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from websockets.exceptions import InvalidHandshake
-
-from ..errors import ConnectionLost, Interrupted, ProtocolError
-from ..wire import codec
+from ..wire.protocol import Op
 from ._loop import run_sync
+from .async_worker import AsyncWorker, Dataset
 from .connection import Connection
-from .pointer import Pointer, _wire_arg
-from .receipt import Receipt
-from .request import Request
+from .pointer import Pointer
+from .receipt import Receipt, run_blocking
+
+__all__ = ["Dataset", "Worker", "connect", "connected_workers"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
-class Dataset(dict):  # type: ignore[type-arg]
-    """A worker's public description of one asset (a dict with a readable repr)."""
+def _blocking(fn: Callable[Concatenate[AsyncWorker, P], Coroutine[Any, Any, T]]
+              ) -> Callable[Concatenate[Worker, P], T]:
+    """``Worker.method``: ``AsyncWorker.method`` run on the background loop and waited for."""
 
-    def __repr__(self) -> str:
-        cols = self.get("schema", {}).get("columns")
-        schema = ", ".join(f"{c['name']}:{c['kind']}" for c in cols) if cols else \
-            f"{self.get('schema', {}).get('dtype')} {self.get('schema', {}).get('shape')}"
-        rows = f", {self['rows']} rows" if self.get("rows") is not None else ""
-        return f"<Dataset {self['name']} ({self['type']}{rows}): {schema}>"
+    @functools.wraps(fn)
+    def method(self: Worker, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._core.blocking(fn(self._core, *args, **kwargs))
+
+    method.__qualname__ = f"Worker.{fn.__name__}"
+    return method
 
 
 class _Vars:
@@ -38,8 +45,7 @@ class _Vars:
         self._worker, self._mock = worker, mock
 
     def __getitem__(self, name: str) -> Pointer:
-        return Pointer(self._worker, self._worker._call("var", name=name,
-                                                        mock=self._mock)["pointer"])
+        return self._worker._core.blocking(self._worker._core.var(name, self._mock))
 
     def __repr__(self) -> str:
         return f"<{'mock ' if self._mock else ''}variables on {self._worker.name}>"
@@ -64,126 +70,81 @@ class Worker:
 
     def __init__(self, url: str, token: str, name: str | None = None,
                  fingerprint: str | None = None, open_timeout: float = 30.0) -> None:
-        self._conn = Connection(url, token, fingerprint=fingerprint, open_timeout=open_timeout)
-        run_sync(self._conn.open())
+        self._core = AsyncWorker(url, token, name, fingerprint=fingerprint,
+                                 open_timeout=open_timeout, handle=self)
+        run_sync(self._core.open())
         _OPEN.add(self)
-        self.name = name or str(self._conn.info.get("worker"))
         self.url = url
         self.vars = _Vars(self, mock=False)
         self.mock_vars = _Vars(self, mock=True)
         self.process: Any = None  # set by launch()
-        # One reconnect at a time: a widget's poller and the user's call may both notice a drop.
-        self._reconnect_lock = threading.Lock()
-        self._generation = 0
 
     def __repr__(self) -> str:
-        state = "connected" if self._conn.connected else "disconnected"
+        state = "connected" if self.connected else "disconnected"
         return f"<Worker {self.name} {self.url} ({state}, session {self.session_id})>"
 
     @property
+    def name(self) -> str:
+        """The local name (the worker's own unless one was given)."""
+        return self._core.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._core._name = value
+
+    @property
+    def core(self) -> AsyncWorker:
+        """The :class:`AsyncWorker` behind this handle (its session)."""
+        return self._core
+
+    @property
     def session_id(self) -> str:
-        return str(self._conn.info.get("session"))
+        """Your session's id on the worker (kept across reconnects that resume it)."""
+        return self._core.session_id
 
     @property
     def scientist(self) -> str:
-        return str(self._conn.info.get("scientist"))
+        """Who the worker knows you as (the name on your token)."""
+        return self._core.scientist
 
     @property
     def connected(self) -> bool:
-        return self._conn.connected
+        """Whether the connection is open (calls reconnect by themselves when it is not)."""
+        return self._core.connected
 
     @property
     def stats(self) -> dict[str, int]:
         """Messages and bytes this handle exchanged with the worker."""
-        c = self._conn
-        return {"messages": c.messages, "bytes_sent": c.bytes_sent,
-                "bytes_received": c.bytes_received, "in_flight": len(c._pending)}
+        return self._core.stats
 
-    # -- plumbing ---------------------------------------------------------------
-    def _call(self, op: str, **fields: Any) -> dict[str, Any]:
-        try:
-            return run_sync(self._conn.call(op, **fields))
-        except ConnectionLost:
-            if self._conn.connected:
-                raise
-            self.reconnect()
-            return run_sync(self._conn.call(op, **fields))
+    # -- plumbing (tests and monitors use these) ---------------------------------
+    @property
+    def _conn(self) -> Connection:
+        return self._core.conn
 
-    def _call_once(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
+    def _call(self, op: Op | str, **fields: Any) -> dict[str, Any]:
+        return self._core.blocking(self._core.call(Op(op), **fields))
+
+    def _call_once(self, op: Op | str, timeout: float, **fields: Any) -> dict[str, Any]:
         """One call that neither reconnects nor waits past ``timeout`` (for monitors)."""
-        return run_sync(self._conn.call(op, reply_timeout=timeout, **fields), timeout + 1.0)
+        return self._core.blocking(self._core.call_once(Op(op), reply_timeout=timeout,
+                                                        **fields), timeout + 1.0)
 
-    def _op(self, target: Pointer, kind: str, name: str, args: list[Any] | None = None,
-            kwargs: dict[str, Any] | None = None, reflected: bool = False) -> dict[str, Any]:
-        for v in [*(args or []), *(kwargs or {}).values()]:
-            if isinstance(v, Pointer) and v.worker is not self:
-                raise ProtocolError("pointers from different workers cannot be combined; "
-                                    "move data with send() or use SMPC")
-        reply = self._call("op", target=target.id, kind=kind, name=name,
-                           args=_wire_arg(list(args or [])), kwargs=_wire_arg(dict(kwargs or {})),
-                           reflected=reflected)
-        return reply["pointer"] or target._resolved()
-
-    def _get(self, ptr: Pointer) -> Any:
-        async def go() -> Any:
-            reply = await self._conn.call("get", id=ptr.id)
-            return await self._conn.fetch_value(reply)
-        return run_sync(go())
-
-    def _request(self, ptr: Pointer, reason: str) -> Request:
-        return Request(self, self._call("request", id=ptr.id, reason=reason)["request"])
-
-    def _request_result(self, req: Request) -> Any:
-        async def go() -> Any:
-            reply = await self._conn.call("request_result", request=req.id)
-            data = await self._conn.fetch_frame(reply)
-            # The value must be the one the owner saw: check it against the request's hash.
-            # (The request's own hash, when it was shown before release, must agree too.)
-            if hashlib.sha256(data).hexdigest() != reply["sha256"] or \
-                    (req.sha256 is not None and reply["sha256"] != req.sha256):
-                raise ProtocolError("released value does not match the approved snapshot")
-            req._info.update(sha256=reply["sha256"], size=len(data))
-            return codec.loads(data, limit=None)
-        return run_sync(go())
-
-    def _delete(self, ids: list[str]) -> None:
-        self._call("delete", ids=ids)
-
-    # -- public API -------------------------------------------------------------
-    def reconnect(self, attempts: int = 20, delay: float = 0.25) -> bool:
-        """Reconnect, resuming the session if the worker still has it.
-
-        Returns True when the old session (and its pointers) came back.
-        """
-        generation = self._generation
-        with self._reconnect_lock:
-            if self._generation != generation and self._conn.connected:
-                return bool(self._conn.info.get("resumed"))  # another thread just did it
-            last: Exception | None = None
-            for _ in range(attempts):
-                try:
-                    run_sync(self._conn.close())
-                    info = run_sync(self._conn.open(resume=True))
-                    self._generation += 1
-                    return bool(info.get("resumed"))
-                except (OSError, ConnectionLost, InvalidHandshake) as exc:
-                    last = exc  # InvalidHandshake: the worker died mid-handshake
-                    time.sleep(delay)
-        raise ConnectionLost(f"could not reconnect to {self.url}: {last}")
+    # -- public API (generated from AsyncWorker) ---------------------------------
+    reconnect = _blocking(AsyncWorker.reconnect)
+    send = _blocking(AsyncWorker.send)
+    asset = _blocking(AsyncWorker.asset)
+    interrupt = _blocking(AsyncWorker.interrupt)
+    restart = _blocking(AsyncWorker.restart)
+    requests = _blocking(AsyncWorker.requests)
+    request_by_id = _blocking(AsyncWorker.request_by_id)
+    budget = _blocking(AsyncWorker.budget)
+    ping = _blocking(AsyncWorker.ping)
 
     @property
     def datasets(self) -> list[Dataset]:
         """The worker's assets: names, descriptions, schemas, mock previews."""
-        return [Dataset(d) for d in self._call("datasets")["datasets"]]
-
-    def send(self, value: Any, mock: bool = False) -> Pointer:
-        """Place ``value`` in your session on the worker; returns a (clean) pointer."""
-        reply = run_sync(self._conn.send_value("send", value, mock=mock))
-        return Pointer(self, reply["pointer"])
-
-    def asset(self, name: str, mock: bool = False) -> Pointer:
-        """A pointer to a private asset (tainted with its name), or to its mock."""
-        return Pointer(self, self._call("asset", name=name, mock=mock)["pointer"])
+        return self._core.blocking(self._core.datasets())
 
     def run(self, code: str, mock: bool = False, timeout: float | None = None) -> Receipt:
         """Run a cell in your session's private kernel (or mock kernel with ``mock=True``).
@@ -191,58 +152,11 @@ class Worker:
         From the private kernel you get a :class:`Receipt`, never outputs: they
         are held, and can be requested. Ctrl-C interrupts the remote cell.
         """
-        fut_reply: dict[str, Any]
-        try:
-            fut_reply = self._call("run", code=code, mock=mock, timeout=timeout)
-        except KeyboardInterrupt:
-            self.interrupt(mock=mock)
-            raise Interrupted(f"cell on {self.name} interrupted") from None
-        r = fut_reply["receipt"]
-        held = [Pointer(self, h) for h in r.get("held") or []]
-        return Receipt(self, r, held, code=code)
-
-    def interrupt(self, mock: bool = False) -> None:
-        """Interrupt what your session's kernel is running."""
-        self._call("interrupt", mock=mock)
-
-    def restart(self, mock: bool = False) -> None:
-        """Restart your session's kernel: clean slate, old pointers into it are gone."""
-        self._call("restart", mock=mock)
-
-    def requests(self, timeout: float | None = None) -> list[Request]:
-        """Your requests on this worker, oldest first.
-
-        With ``timeout`` the call fails fast (``TimeoutError``, or ``ConnectionLost``
-        without reconnecting), as a monitor such as a widget needs.
-        """
-        reply = self._call("requests") if timeout is None else \
-            self._call_once("requests", timeout)
-        return [Request(self, r) for r in reply["requests"]]
-
-    def request_by_id(self, request_id: int) -> Request:
-        """Find one of your requests again (e.g. after a reconnect)."""
-        return Request(self, self._call("request_status", request=request_id)["request"])
-
-    def budget(self) -> dict[str, dict[str, Any]]:
-        """Your DP budget on each asset: ``epsilon_spent``, ``epsilon_limit``,
-        ``epsilon_remaining``, ``delta_spent``, ``delta_limit``."""
-        return dict(self._call("budget")["budget"])
-
-    def ping(self, timeout: float | None = None) -> float:
-        """Round-trip time to the worker, in seconds.
-
-        With ``timeout`` a silent worker raises ``TimeoutError`` after that many
-        seconds and a lost connection raises ``ConnectionLost`` at once (no reconnect).
-        """
-        t = time.perf_counter()
-        if timeout is None:
-            self._call("ping")
-        else:
-            self._call_once("ping", timeout)
-        return time.perf_counter() - t
+        return run_blocking(self._core, code, mock, timeout)
 
     def close(self) -> None:
-        run_sync(self._conn.close())
+        """Close the connection (and stop the worker if :func:`launch` started it)."""
+        self._core.blocking(self._core.close())
         if self.process is not None:
             self.process.stop()
 

@@ -162,3 +162,27 @@ def test_tls_and_upload_settings_from_toml(tmp_path: Path) -> None:
     toml.write_text('[worker]\nname = "w"\nstate = "st"\nupload_ttl = -1\n')
     with pytest.raises(ConfigError, match="upload_ttl"):
         WorkerConfig.from_toml(toml)
+
+
+def test_lab_sidebar_pins_a_wss_worker_from_the_connections_file(
+        tls_worker: kb.Worker, tmp_path: Path) -> None:
+    """The sidebar reads the same connections file as ``%remote connect``, fingerprint included."""
+    import json
+
+    from kernel_bridge.lab.scientist_side import ScientistSide
+
+    fp = fingerprint_of_file(generated_paths(tls_worker.process.state)[0])
+    entry = {"url": tls_worker.process.url, "token": tls_worker.token}  # type: ignore[attr-defined]
+    path = tmp_path / "connections.json"
+    path.write_text(json.dumps({"tlsw": {**entry, "fingerprint": fp}}))
+    side = ScientistSide(str(path), wait=30.0)
+    try:
+        (row,) = side.workers()
+        assert row["online"] is True and row["error"] is None, row
+        assert row["latency_ms"] is not None
+        # Without the pin the same worker is refused (its certificate is self-signed).
+        path.write_text(json.dumps({"tlsw": entry}))
+        (row,) = side.workers()
+        assert row["online"] is False and "CertificateMismatch" in str(row["error"]), row
+    finally:
+        side.close()

@@ -1,5 +1,8 @@
 """``kb.launch``: a real worker process on localhost, already connected.
 
+It sits above both sides: it plays the data owner (starts the worker, adds a
+token) and then the scientist (connects).
+
 The equivalent of PySyft's VirtualWorker for tutorials and tests, except that
 it is a real worker: its own process, kernels, sandbox and state directory.
 """
@@ -15,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
-from .worker import Worker
+from .errors import ConfigError
+from .owner.owner_api import Owner
+from .owner.tls import fingerprint_of_file, generated_paths
+from .scientist.worker import Worker
 
 _children: list[WorkerProcess] = []
 
@@ -114,8 +119,6 @@ def launch(
     Worker
         Connected; ``worker.process`` is the :class:`WorkerProcess` (``.stop()``, ``.kill()``).
     """
-    from ..owner.owner_api import Owner
-
     state_dir = Path(state) if state else Path(tempfile.mkdtemp(prefix=f"syftlab-{name}-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "kernel_bridge.cli", "worker", name,
@@ -138,8 +141,6 @@ def launch(
     _children.append(proc)
     fingerprint = None
     if url.startswith("wss://"):  # a worker started with --tls: pin its own certificate
-        from ..owner.tls import fingerprint_of_file, generated_paths
-
         cert = extra_args[extra_args.index("--tls-cert") + 1] if extra_args and \
             "--tls-cert" in extra_args else generated_paths(state_dir)[0]
         fingerprint = fingerprint_of_file(cert)
