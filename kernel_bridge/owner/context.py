@@ -18,7 +18,7 @@ from ..errors import KernelDied, MethodNotAllowed, ProtocolError, RemoteError, U
 from ..kernel.agent import meta_of
 from ..wire import codec, frames
 from ..wire.bulk import TICKET_TTL, BulkServer
-from ..wire.protocol import Action
+from ..wire.protocol import Action, PointerInfo
 from . import gate, limits
 from .assets import Asset
 from .config import WorkerConfig
@@ -52,7 +52,7 @@ class WorkerContext:
         #: what the owner's show_shape/show_row_count allow (never a kernel's claim).
         self._asset_meta: dict[str, dict[str, Any]] = {}
 
-    def pointer(self, session: Session, obj: RemoteObject) -> dict[str, Any]:
+    def pointer(self, session: Session, obj: RemoteObject) -> PointerInfo:
         """What the scientist may learn about ``obj`` (an asset: as the worker loaded it)."""
         declared = None
         if obj.asset is not None and obj.kernel == "private":

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnknownObject
+from ..wire.protocol import PointerInfo
 from .config import SandboxLimits
 from .kernels import KernelHost
 from .ordering import Sequencer
@@ -186,7 +187,7 @@ class Session:
             del self.objects[oid]
 
     def pointer_info(self, obj: RemoteObject,
-                     declared: dict[str, Any] | None = None) -> dict[str, Any]:
+                     declared: dict[str, Any] | None = None) -> PointerInfo:
         """What the scientist learns about a pointer.
 
         Data-dependent content of a tainted pointer: its type name, from the
@@ -196,13 +197,14 @@ class Session:
         code, given only where the owner's ``show_shape`` allows).
         """
         taint = self.taint_of(obj)
-        info: dict[str, Any] = {"id": obj.id, "type": obj.type_name, "kernel": obj.kernel,
-                                "taint": sorted(taint), "output": obj.is_output}
+        info: PointerInfo = {"id": obj.id, "type": obj.type_name, "kernel": obj.kernel,
+                             "taint": sorted(taint), "output": obj.is_output}
         if declared is not None:
-            info.update(type=declared["type"], shape=declared.get("shape"),
-                        dtype=declared.get("dtype"))
+            info["type"] = str(declared["type"])
+            info["shape"] = declared.get("shape")
+            info["dtype"] = declared.get("dtype")
         elif not taint:
-            info["shape"] = obj.shape
+            info["shape"] = list(obj.shape) if obj.shape is not None else None
             info["dtype"] = obj.dtype
         return info
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadyDecided, SyftError
+from ..wire.protocol import RequestInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -89,7 +90,7 @@ class RequestRow:
     decided: float | None
     released: int
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> RequestInfo:
         """What the requester may see about their own request.
 
         No snapshot path, and neither the snapshot's digest nor its size: both

@@ -91,11 +91,21 @@ class CellService(Service):
         return {"receipt": receipt}
 
     async def op_interrupt(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Interrupt what the private (or, with ``mock``, the mock) kernel runs.
+
+        Not ordered behind the session's other messages, so it overtakes the cell it
+        stops. Releases nothing (the cell's receipt says ``interrupted``).
+        """
         kernel = "mock" if msg.get("mock") else "private"
         await session.host(kernel).interrupt()
         return {}
 
     async def op_restart(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Replace the private (or mock) kernel with a fresh one.
+
+        Every object in the old kernel is gone and its taint record with it; a new
+        private kernel holds nothing until an asset is loaded again. Releases nothing.
+        """
         kernel = "mock" if msg.get("mock") else "private"
         host = session.host(kernel)
         await host.interrupt() if host.started else None

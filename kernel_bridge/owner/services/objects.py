@@ -66,9 +66,16 @@ class ObjectService(Service):
         return found
 
     async def op_datasets(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The worker's assets as their owner declared them (public by declaration)."""
         return {"datasets": [a.describe() for a in self.ctx.assets.values()]}
 
     async def op_upload_ticket(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """A one-shot ticket for a large upload on the bulk path.
+
+        Takes ``size`` (bytes, 1 to 16 GiB); returns ``ticket`` and ``port``. Memory
+        grows only as bytes arrive, within the session's and the worker's quotas
+        (:class:`~kernel_bridge.errors.QuotaExceeded` past them). Releases nothing.
+        """
         assert self.ctx.bulk is not None
         size = msg.get("size")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_UPLOAD:
@@ -103,6 +110,12 @@ class ObjectService(Service):
         return {"pointer": self.ctx.pointer(session, obj)}
 
     async def op_asset(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """A pointer to a registered asset, placed in the private (or mock) kernel.
+
+        Takes ``name`` and ``mock``. The private kernel's taint record gets the asset
+        before the asset is sent to it. Releases the asset's type and, where the
+        owner allows, its declared shape.
+        """
         name = msg.get("name")
         kernel = "mock" if msg.get("mock") else "private"
         if name not in self.ctx.assets:
@@ -267,6 +280,7 @@ class ObjectService(Service):
         return {"pointer": self.ctx.pointer(session, obj)}
 
     async def op_delete(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Forget objects of the session (assets stay). Takes ``ids``; releases nothing."""
         by_kernel: dict[str, list[str]] = {}
         for oid in msg.get("ids") or []:
             obj = session.objects.get(oid) if isinstance(oid, str) else None

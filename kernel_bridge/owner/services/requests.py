@@ -80,6 +80,11 @@ class RequestService(Service):
         return {"requests": [r.public() for r in rows]}
 
     async def op_wait_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Wait until the owner decides one of the scientist's requests, or ``timeout`` passes.
+
+        Takes ``request`` and ``timeout`` (finite, bounded seconds). Returns the
+        request's status as :meth:`op_request_status` does: no digest, no size.
+        """
         rid = msg.get("request")
         timeout = limits.timeout_arg(msg.get("timeout"), default=0.0,
                                      maximum=limits.MAX_WAIT_TIMEOUT, allow_zero=True)
