@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import DATASETS, ROOT
 from labserver import LabServer, free_port
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 import kernel_bridge as kb
 
@@ -34,6 +36,23 @@ HOSTILE_CODE = "<script>window.__pwned = 'code'</script>"
 
 pytestmark = pytest.mark.timeout(900)
 
+
+
+def settled(loc: Locator, js: str, ok: Callable[[Any], bool], timeout: float = 15.0) -> Any:
+    """``js`` evaluated on ``loc`` once ``ok`` holds, or its last value after ``timeout``.
+
+    The sidebar and the panel re-render as they poll (every 2 s): a single read can
+    catch a node while it is replaced (a computed style of ''), so read until settled.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = loc.evaluate(js)
+        except PlaywrightError:  # detached mid-read
+            value = None
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kb.Worker]:
@@ -151,14 +170,18 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     expect(cells).to_have_count(3)
     # The row opens the details, with a visible disclosure arrow; it inserts nothing.
     arrow = heart.locator("summary .syftlab-disclosure")
-    assert arrow.evaluate("e => getComputedStyle(e, '::before').content") == '"\u25b8"'
+    before = "e => getComputedStyle(e, '::before')"
+    assert settled(arrow, f"{before}.content", lambda v: v == '"\u25b8"') == '"\u25b8"'
     name = heart.locator(".syftlab-dataset-name")
-    assert name.evaluate("e => getComputedStyle(e).textDecorationLine") == "none"  # no fake link
+    decoration = settled(name, "e => getComputedStyle(e).textDecorationLine",
+                         lambda v: v == "none")
+    assert decoration == "none"  # no fake link
     name.click()
     expect(heart).to_have_attribute("open", "")
     expect(arrow).to_be_visible()
     # Open: the arrow turns (a rotation matrix instead of no transform).
-    assert arrow.evaluate("e => getComputedStyle(e, '::before').transform").startswith("matrix(")
+    turned = settled(arrow, f"{before}.transform", lambda v: str(v).startswith("matrix("))
+    assert str(turned).startswith("matrix(")
     expect(heart.locator(".syftlab-schema")).to_contain_text("age")
     expect(cells).to_have_count(3)  # opening details inserted no cell
     # The mock preview shows every column: it scrolls sideways instead of being cut.
@@ -177,8 +200,10 @@ def test_sidebar_lists_datasets_and_inserts_a_remote_cell(
     shot(page, "2-sidebar-preview-scrolled")
     # Inserting is the explicit button: below the active cell, never above the connect cell.
     insert = heart.locator(".syftlab-insert")
-    assert insert.evaluate("e => getComputedStyle(e).backgroundColor") not in (
-        "rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")  # a filled, enabled-looking button
+    unfilled = (None, "", "rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+    fill = settled(insert, "e => getComputedStyle(e).backgroundColor",
+                   lambda v: v not in unfilled)
+    assert fill not in unfilled  # a filled, enabled-looking button
     page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
     insert.click()
     expect(cells).to_have_count(4)
@@ -222,9 +247,9 @@ def test_owner_approves_and_denies_by_clicking(
     snapshot_text = card.locator(".syftlab-snapshot").inner_text().strip()
     assert re.fullmatch(r"[0-9]+\.[0-9]+", snapshot_text), snapshot_text
     # Approve and Deny look like buttons one can press (filled), not greyed out.
-    approve_bg = card.locator(".syftlab-approve").evaluate(
-        "e => getComputedStyle(e).backgroundColor")
-    deny_bg = card.locator(".syftlab-deny").evaluate("e => getComputedStyle(e).backgroundColor")
+    bg = "e => getComputedStyle(e).backgroundColor"
+    approve_bg = settled(card.locator(".syftlab-approve"), bg, lambda v: bool(v))
+    deny_bg = settled(card.locator(".syftlab-deny"), bg, lambda v: bool(v))
     assert approve_bg != deny_bg and "rgba(0, 0, 0, 0)" not in (approve_bg, deny_bg)
     shot(opage, "3-owner-pending")
 
@@ -344,7 +369,9 @@ def test_owner_panel_shows_the_producing_step_first_and_folds_the_rest(
         expect(first).to_have_class(re.compile(r"\bsyftlab-step-target\b"))
         expect(first).to_contain_text(".mean()")
         expect(lin.locator(".syftlab-label").first).to_have_text("Requested value, produced by")
-        assert first.evaluate("e => getComputedStyle(e).borderLeftWidth") == "4px"  # highlighted
+        border = settled(first, "e => getComputedStyle(e).borderLeftWidth",
+                         lambda v: v == "4px")
+        assert border == "4px"  # highlighted
         leading = lin.locator("details.syftlab-leading")
         expect(leading).to_have_attribute("open", "")
         expect(leading).to_contain_text("young = heart[heart.age < 40]")
@@ -382,8 +409,10 @@ def test_receipt_request_button_asks_for_a_reason_and_makes_the_request(
     expect(receipt).to_contain_text("1 output held")
     button = receipt.locator("button.syftlab-request-button")
     expect(button).to_be_enabled()
-    assert button.evaluate("e => getComputedStyle(e).backgroundColor") not in (
-        "rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+    unfilled = (None, "", "rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+    fill = settled(button, "e => getComputedStyle(e).backgroundColor",
+                   lambda v: v not in unfilled)
+    assert fill not in unfilled
     shot(page, "15-receipt-request-button")
     button.click()
     dialog = page.locator(".jp-Dialog")
