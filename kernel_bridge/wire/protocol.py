@@ -45,6 +45,12 @@ class Op(StrEnum):
     REQUESTS = "requests"
     DP_QUERY = "dp_query"
     BUDGET = "budget"
+    # plans
+    PLAN_SUBMIT = "plan_submit"
+    PLAN_STATUS = "plan_status"
+    PLANS = "plans"
+    WAIT_PLAN = "wait_plan"
+    PLAN_RUN = "plan_run"
 
 
 class Action(StrEnum):
