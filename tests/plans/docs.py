@@ -36,6 +36,9 @@ def run(data, spec, scale=1.0, mode="ok"):
         out["loss"] = str(data.iloc[0, 0])
     elif mode == "not_a_dict":
         out = [mean]
+    elif mode == "slow":
+        import time
+        time.sleep(60)
     elif mode == "raise":
         raise ValueError(str(data.iloc[0, 0]))
     elif mode == "probe":
