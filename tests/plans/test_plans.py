@@ -239,3 +239,40 @@ def test_documents_are_checked_before_they_are_stored(planw: kb.Worker) -> None:
     bad["entry"] = "train"
     with pytest.raises(InvalidPlan):
         planw._call("plan_submit", plan=bad, reason="")
+
+
+def test_the_approvals_widget_shows_plans_and_decides_them(planw: kb.Worker,
+                                                          plan_owner: kb.Owner) -> None:
+    from syft_widgets import Approvals
+
+    doc = means_plan(max_runs=9)
+    doc["name"] = "<b>widget</b> plan"
+    plan = planw.submit_plan(doc, reason="for the widget")
+    doomed_doc = means_plan(max_runs=8)
+    doomed_doc["name"] = "widget plan to deny"
+    doomed = planw.submit_plan(doomed_doc, reason="deny me")
+    widget = Approvals(plan_owner, start=False)
+    try:
+        row = next(p for p in widget.plans if p["id"] == plan.id)
+        assert row["status"] == "pending" and row["hash"] == plan.hash
+        assert "at most 9 runs" in row["policy_words"] and "def run(data" in row["code"]
+        assert row["progress"] == "runs 0/9"
+        assert f"plan #{plan.id} '<b>widget</b> plan' by ana: pending" in widget.text()
+        # A hash other than the one shown is refused: a message, still pending.
+        assert "not the" in widget.handle_action({"action": "approve_plan", "id": plan.id,
+                                                  "hash": "f" * 64})
+        assert planw.plan_by_id(plan.id).status == "pending"
+        widget._on_frontend_msg(widget, {"action": "approve_plan", "id": plan.id,
+                                         "hash": row["hash"]}, [])  # the button
+        assert plan.wait(timeout=10).status == "approved"
+        assert "a denial needs a reason" in widget.handle_action(
+            {"action": "deny_plan", "id": doomed.id, "reason": " "})
+        widget.handle_action({"action": "deny_plan", "id": doomed.id, "reason": "no"})
+        assert doomed.wait(timeout=10).status == "denied"
+        assert widget.message.startswith(f"denied plan #{doomed.id}")
+        plan.run()
+        widget.refresh()
+        row = next(p for p in widget.plans if p["id"] == plan.id)
+        assert row["status"] == "approved" and row["progress"] == "runs 1/9"
+    finally:
+        widget.close()
