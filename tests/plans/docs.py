@@ -36,6 +36,11 @@ def run(data, spec, scale=1.0, mode="ok"):
         out["loss"] = str(data.iloc[0, 0])
     elif mode == "not_a_dict":
         out = [mean]
+    elif mode == "spec":
+        # The approved DP-SGD settings and the declared column kinds come from the worker.
+        kinds = {c["name"]: c["kind"] for c in spec["columns"]}
+        ok = kinds == {"age": "int", "chol": "int"} and "m" in spec["outputs"]["mean"]["shapes"]
+        out["n"] = int(spec["dp"]["batch_size"]) if spec["dp"] and ok else 0
     elif mode == "slow":
         import time
         time.sleep(60)

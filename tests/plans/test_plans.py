@@ -130,7 +130,7 @@ def test_epsilon_is_computed_by_the_worker_and_debited_before_release(
     assert after["delta_spent"] == pytest.approx(before["delta_spent"] + DP["delta"])
     spend = plan_owner.ledger.spends("heart")[-1]
     assert spend["query"]["plan"] == plan.id and spend["query"]["run"] == r1.id
-    plan.run()
+    assert plan.run(mode="spec").outputs["n"] == DP["batch_size"]
     spent = planw.budget()["heart"]["epsilon_spent"]
     with pytest.raises(BudgetExhausted) as err:
         plan.run()

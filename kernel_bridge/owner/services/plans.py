@@ -56,6 +56,9 @@ from .base import Handler, Service
 
 #: Plan kernels running at once on one worker (each is a sandboxed process).
 MAX_PLAN_KERNELS = 2
+#: Held (secure-aggregation) runs one scientist may have waiting on a worker; past it a
+#: run is refused before it is reserved (nothing spent) until some are aggregated or dropped.
+MAX_HELD = 64
 #: Args a run takes: names and values (tensors, arrays, numbers, strings, lists of them).
 MAX_ARGS = 64
 _RESERVED_ARGS = {"data", "spec"}
@@ -129,14 +132,18 @@ class PlanService(Service):
         """The spec a run gets: the asset's public declaration of the columns it reads.
 
         ``{"asset", "columns": [{"name", "kind", "lower", "upper", "categories"}],
-        "features": [names], "target": name or None}``; the same on every worker
-        that declares the asset the same way, so an encoding built from it is too.
+        "features": [names], "target": name or None, "dp": policy.dp or None,
+        "outputs": policy.outputs}``; the same on every worker that declares the
+        asset the same way, so an encoding built from it is too. ``dp`` holds the
+        approved DP-SGD settings the worker accounts ε by: training code should
+        take them from here, not from args.
         """
         schema = {c["name"]: c for c in asset.describe(0)["schema"]["columns"]}
         inputs = doc["inputs"]
         names = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
         return {"asset": asset.name, "columns": [dict(schema[n]) for n in names],
-                "features": list(inputs["columns"]), "target": inputs.get("target")}
+                "features": list(inputs["columns"]), "target": inputs.get("target"),
+                "dp": doc["policy"].get("dp"), "outputs": doc["policy"]["outputs"]}
 
     def _check_inputs(self, doc: dict[str, Any]) -> None:
         asset = self._asset(doc["inputs"]["asset"])
@@ -215,6 +222,11 @@ class PlanService(Service):
                 "nothing was run or spent", plan=plan.id)
         if not plan.secure and release == "hold":
             raise ProtocolError("only plans with secure aggregation hold their outputs")
+        if plan.secure and sum(h.scientist == session.scientist
+                               for h in self._held.values()) >= MAX_HELD:
+            raise PermissionDenied(f"{MAX_HELD} runs of yours are held for secure aggregation "
+                                   "on this worker; aggregate or drop them first; nothing was "
+                                   "run or spent", plan=plan.id)
         args = await self._args(session, msg)
         asset = self._asset(plan.document["inputs"]["asset"])
         dp = plan.policy.get("dp")
