@@ -130,3 +130,30 @@ def test_owner_reviews_approves_and_denies_plans_in_the_plans_tab(
         for p in pages:
             if not p.is_closed():
                 p.close()
+
+
+def test_plan_handlers_need_the_token_and_the_reviewed_hash(
+        labs: tuple[LabServer, LabServer], uiw: kb.Worker) -> None:
+    sci, own = labs
+    doc = means_plan(max_runs=3)
+    doc["name"] = "over http"
+    plan = uiw.submit_plan(doc, reason="http")
+    status, _ = own.call("GET", "/syftlab/plans?status=all", token=None)
+    assert status == 403
+    status, _ = own.call("POST", f"/syftlab/plans/{plan.id}/approve", {}, token=None)
+    assert status == 403
+    status, body = own.call("GET", "/syftlab/plans?status=pending")
+    assert status == 200 and plan.id in [p["id"] for p in body["plans"]]
+    status, body = own.call("GET", f"/syftlab/plans/{plan.id}")
+    assert status == 200 and body["plan"]["document"]["code"] == doc["code"]
+    assert "at most 3 runs" in body["plan"]["policy_words"]
+    # Approval names the reviewed hash: none, or another one, is refused.
+    assert own.call("POST", f"/syftlab/plans/{plan.id}/approve", {})[0] == 400
+    assert own.call("POST", f"/syftlab/plans/{plan.id}/approve", {"hash": "0" * 64})[0] == 400
+    assert own.call("POST", f"/syftlab/plans/{plan.id}/deny", {"reason": " "})[0] == 400
+    assert uiw.plan_by_id(plan.id).status == "pending"
+    assert own.call("GET", "/syftlab/plans/999999")[0] == 404
+    # The scientist's lab serves no owner endpoints.
+    assert sci.call("GET", "/syftlab/plans")[0] == 404
+    status, body = own.call("POST", f"/syftlab/plans/{plan.id}/approve", {"hash": plan.hash})
+    assert status == 200 and body["plan"]["status"] == "approved"
