@@ -276,3 +276,32 @@ def test_the_approvals_widget_shows_plans_and_decides_them(planw: kb.Worker,
         assert row["status"] == "approved" and row["progress"] == "runs 1/9"
     finally:
         widget.close()
+
+
+def test_the_cli_lists_shows_approves_and_denies_plans(
+        planw: kb.Worker, capsys: pytest.CaptureFixture[str]) -> None:
+    from kernel_bridge.cli import main
+
+    state = str(planw.process.state)
+    doc = means_plan(max_runs=11)
+    doc["name"] = "cli plan"
+    plan = planw.submit_plan(doc, reason="from the terminal\x1b[2J")
+    other = means_plan(max_runs=12)
+    other["name"] = "cli plan to deny"
+    doomed = planw.submit_plan(other, reason="deny")
+    assert main(["plans", "list", "--state", state]) == 0
+    out = capsys.readouterr().out
+    assert f"#{plan.id} [pending] ana: 'cli plan' on heart, runs 0/11" in out
+    assert "    - at most 11 runs" in out and "\x1b" not in out
+    assert main(["plans", "show", str(plan.id), "--state", state]) == 0
+    out = capsys.readouterr().out
+    assert f"hash: {plan.hash}" in out and "    6 | def run(data, spec" in out
+    assert main(["plans", "approve", str(plan.id), "--hash", "0" * 64, "--state", state]) == 2
+    assert "not the" in capsys.readouterr().err
+    assert main(["plans", "approve", str(plan.id), "--hash", plan.hash, "--state", state]) == 0
+    assert "approved plan" in capsys.readouterr().out
+    assert main(["plans", "approve", str(plan.id), "--state", state]) == 0
+    assert "already approved" in capsys.readouterr().out
+    assert main(["plans", "deny", str(doomed.id), "--reason", "no", "--state", state]) == 0
+    assert plan.wait(timeout=10).status == "approved"
+    assert doomed.wait(timeout=10).status == "denied"
