@@ -152,7 +152,10 @@ def test_the_release_hook_releases_masked_outputs_once_for_enough_workers(
     service.store.decide(plan.id, True)
 
     async def go() -> dict:
-        return await service.op_plan_run(ana, {"plan": plan.id, "value": {}})
+        try:
+            return await service.op_plan_run(ana, {"plan": plan.id, "value": {}})
+        finally:
+            await service.close()
 
     reply = asyncio.run(go())
     rid = reply["run"]["id"]
