@@ -41,6 +41,10 @@ def run(data, spec, scale=1.0, mode="ok"):
         kinds = {c["name"]: c["kind"] for c in spec["columns"]}
         ok = kinds == {"age": "int", "chol": "int"} and "m" in spec["outputs"]["mean"]["shapes"]
         out["n"] = int(spec["dp"]["batch_size"]) if spec["dp"] and ok else 0
+    elif mode == "stash":
+        # A run that tries to leave something for the next run of the plan.
+        globals()["STASHED"] = x
+        builtins.STASHED = x
     elif mode == "slow":
         import time
         time.sleep(60)
@@ -48,8 +52,8 @@ def run(data, spec, scale=1.0, mode="ok"):
         raise ValueError(str(data.iloc[0, 0]))
     elif mode == "probe":
         # What did this kernel see before the plan? Nothing of the scientist's session.
-        seen = [n for n in ("leak", "LEAK_FROM_SESSION") if n in globals()]
-        seen += ["builtins"] if hasattr(builtins, "LEAK_FROM_SESSION") else []
+        seen = [n for n in ("leak", "LEAK_FROM_SESSION", "STASHED") if n in globals()]
+        seen += [n for n in ("LEAK_FROM_SESSION", "STASHED") if hasattr(builtins, n)]
         out["n"] = len(seen)
     return out
 '''

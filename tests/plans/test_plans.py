@@ -186,6 +186,9 @@ def test_the_plan_kernel_never_saw_the_scientists_session(planw: kb.Worker,
     assert receipt.status == "ok"
     plan = approved(planw, plan_owner, means_plan())
     assert plan.run(mode="probe").outputs["n"] == 0
+    # Nor does a run see what an earlier run of the plan left behind: a kernel per run.
+    plan.run(mode="stash")
+    assert plan.run(mode="probe").outputs["n"] == 0
 
 
 def test_fifty_concurrent_runs_of_a_five_run_plan_exactly_five_succeed(
