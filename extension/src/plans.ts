@@ -88,8 +88,12 @@ export function planCard(p: IPlanReview, done: () => void): HTMLElement {
     el('div', 'syftlab-label', `Code (entry function '${p.document.entry}', sha256 ${p.hash.slice(0, 12)}…)`)
   );
   card.appendChild(highlight(p.document.code));
-  if (p.status === 'denied' && p.deny_reason) {
-    card.appendChild(el('div', 'syftlab-deny-text', `Denied: ${p.deny_reason}`));
+  if ((p.status === 'denied' || p.status === 'revoked') && p.deny_reason) {
+    const what = p.status === 'denied' ? 'Denied' : 'Revoked';
+    card.appendChild(el('div', 'syftlab-deny-text', `${what}: ${p.deny_reason}`));
+  }
+  if (p.status === 'approved') {
+    card.appendChild(revokeBar(p, done));
   }
   if (p.status !== 'pending') {
     return card;
@@ -121,6 +125,29 @@ export function planCard(p: IPlanReview, done: () => void): HTMLElement {
   card.appendChild(el('div', 'syftlab-actions', undefined, [approve, reason, deny]));
   card.appendChild(msg);
   return card;
+}
+
+/** An approved plan can be stopped: no further run starts (a reason is required). */
+function revokeBar(p: IPlanReview, done: () => void): HTMLElement {
+  const reason = el('input', 'syftlab-revoke-reason jp-InputGroup');
+  reason.placeholder = 'Reason for revoking (required)';
+  const revoke = el('button', 'syftlab-revoke jp-Button jp-mod-styled jp-mod-warn', 'Revoke plan');
+  revoke.disabled = true;
+  reason.oninput = () => {
+    revoke.disabled = !reason.value.trim();
+  };
+  const msg = el('div', 'syftlab-card-msg');
+  revoke.onclick = async () => {
+    revoke.disabled = true;
+    try {
+      await post(`plans/${p.id}/revoke`, { reason: reason.value.trim() });
+      done();
+    } catch (e) {
+      msg.textContent = (e as Error).message;
+      revoke.disabled = !reason.value.trim();
+    }
+  };
+  return el('div', 'syftlab-actions', undefined, [reason, revoke, msg]);
 }
 
 /** The Plans tab: pending plans first (to decide), then every other plan with its progress. */

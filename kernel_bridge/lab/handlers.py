@@ -179,8 +179,8 @@ class PlanHandler(SyftlabHandler):
 
 
 class PlanDecisionHandler(SyftlabHandler):
-    """POST ``approve`` (body ``{"hash": "<the hash reviewed>"}``, required) or ``deny``
-    (body ``{"reason": "..."}``, required)."""
+    """POST ``approve`` (body ``{"hash": "<the hash reviewed>"}``, required), ``deny`` or
+    ``revoke`` (an approved plan; body ``{"reason": "..."}``, required for both)."""
 
     @tornado.web.authenticated
     async def post(self, raw_id: str, action: str) -> None:
@@ -195,8 +195,10 @@ class PlanDecisionHandler(SyftlabHandler):
         else:
             reason = body.get("reason")
             if not isinstance(reason, str) or not reason.strip():
-                raise tornado.web.HTTPError(400, "a denial needs a reason")
-            row = await self.blocking(side.deny_plan, pid, reason.strip())
+                what = "denial" if action == "deny" else "revocation"
+                raise tornado.web.HTTPError(400, f"a {what} needs a reason")
+            decide = side.deny_plan if action == "deny" else side.revoke_plan
+            row = await self.blocking(decide, pid, reason.strip())
         self.reply({"plan": row})
 
 
@@ -215,5 +217,5 @@ def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
         # plans
         (u("plans"), PlansHandler),
         (u(r"plans/([^/]+)"), PlanHandler),
-        (u(r"plans/([^/]+)/(approve|deny)"), PlanDecisionHandler),
+        (u(r"plans/([^/]+)/(approve|deny|revoke)"), PlanDecisionHandler),
     ]

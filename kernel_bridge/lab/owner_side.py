@@ -90,3 +90,7 @@ class OwnerSide:
 
     def deny_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
         return self.owner.deny_plan(plan_id, reason)
+
+    def revoke_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
+        """Stop an approved plan: no further run starts."""
+        return self.owner.revoke_plan(plan_id, reason)

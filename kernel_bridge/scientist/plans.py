@@ -91,7 +91,7 @@ class Plan:
 
     @property
     def status(self) -> str:
-        """``pending``, ``approved`` or ``denied`` (as last seen; see :meth:`refresh`)."""
+        """``pending``, ``approved``, ``denied`` or ``revoked`` (as last seen; :meth:`refresh`)."""
         return str(self._info["status"])
 
     @property
@@ -148,8 +148,8 @@ class Plan:
         Raises PlanDenied (with the owner's reason) or PlanPending after ``timeout``.
         """
         await self._await(timeout)
-        if self.status == "denied":
-            raise PlanDenied(f"plan {self.id} was denied on {self._session.name}: "
+        if self.status in ("denied", "revoked"):
+            raise PlanDenied(f"plan {self.id} was {self.status} on {self._session.name}: "
                              f"{self._info.get('deny_reason') or ''}", plan=self.id,
                              reason=self._info.get("deny_reason") or "")
         if self.status == "pending":

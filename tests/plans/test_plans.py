@@ -308,3 +308,19 @@ def test_the_cli_lists_shows_approves_and_denies_plans(
     assert main(["plans", "deny", str(doomed.id), "--reason", "no", "--state", state]) == 0
     assert plan.wait(timeout=10).status == "approved"
     assert doomed.wait(timeout=10).status == "denied"
+
+
+def test_the_owner_can_revoke_an_approved_plan(planw: kb.Worker,
+                                               plan_owner: kb.Owner) -> None:
+    doc = means_plan(max_runs=13)
+    plan = approved(planw, plan_owner, doc)
+    plan.run()
+    with pytest.raises(kb.SyftError):  # AlreadyDecided: only approved plans are revoked
+        plan_owner.revoke_plan(planw.submit_plan(means_plan(max_runs=14)).id, "x")
+    plan_owner.revoke_plan(plan.id, "the study ended")
+    with pytest.raises(PlanDenied, match="revoked: the study ended"):
+        plan.run()
+    assert plan.refresh().status == "revoked" and plan.runs_used == 1
+    # Submitting the same document again is a new plan, pending review.
+    again = planw.submit_plan(doc)
+    assert again.id != plan.id and again.status == "pending"

@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from test_lab_ui import ARGS, CHROMIUM, SHOTS, open_lab, open_sidebar, shot
 
 import kernel_bridge as kb
+from kernel_bridge.errors import PlanDenied
 from tests.conftest import DATASETS
 
 from .docs import means_plan
@@ -126,6 +127,19 @@ def test_owner_reviews_approves_and_denies_plans_in_the_plans_tab(
         expect(items.filter(has_text="all the rows")).to_contain_text(
             "exact values 1000 times: use DP")
         shot(spage, "plans-3-scientist-sidebar")
+
+        # The owner stops the approved plan: no further run starts.
+        decided.locator("summary").click()
+        revoke = decided.locator(".syftlab-revoke")
+        expect(revoke).to_be_disabled()
+        decided.locator(".syftlab-revoke-reason").fill("study closed")
+        revoke.click()
+        expect(opage.locator(".syftlab-plan-decided").filter(has_text="heart FedAvg").locator(
+            "summary .syftlab-plan-status")).to_have_text("revoked", timeout=30_000)
+        with pytest.raises(PlanDenied, match="revoked: study closed"):
+            plan.run()
+        expect(items.filter(has_text="heart FedAvg")).to_contain_text("revoked",
+                                                                       timeout=60_000)
     finally:
         for p in pages:
             if not p.is_closed():
@@ -157,3 +171,7 @@ def test_plan_handlers_need_the_token_and_the_reviewed_hash(
     assert sci.call("GET", "/syftlab/plans")[0] == 404
     status, body = own.call("POST", f"/syftlab/plans/{plan.id}/approve", {"hash": plan.hash})
     assert status == 200 and body["plan"]["status"] == "approved"
+    assert own.call("POST", f"/syftlab/plans/{plan.id}/revoke", {})[0] == 400
+    status, body = own.call("POST", f"/syftlab/plans/{plan.id}/revoke", {"reason": "done"})
+    assert status == 200 and body["plan"]["status"] == "revoked"
+    assert own.call("POST", f"/syftlab/plans/{plan.id}/revoke", {"reason": "again"})[0] == 400
