@@ -96,24 +96,24 @@ def test_owner_reviews_approves_and_denies_plans_in_the_plans_tab(
         shot(opage, "plans-1-owner-pending")
 
         card.locator(".syftlab-approve").click()
-        expect(card).to_have_count(0, timeout=30_000)
-        assert plan.wait(timeout=30).status == "approved"
+        expect(card).to_have_count(0, timeout=60_000)
+        assert plan.wait(timeout=60).status == "approved"
         run = plan.run()
         assert run.held and run.epsilon > 0
         decided = opage.locator(".syftlab-plan-decided").filter(has_text="heart FedAvg")
         expect(decided.locator("summary .syftlab-plan-progress")).to_contain_text(
-            f"runs 1/20 · ε {run.epsilon:.2f} of 2.00", timeout=30_000)
+            f"runs 1/20 · ε {run.epsilon:.2f} of 2.00", timeout=60_000)
 
         card2 = opage.locator(".syftlab-plan.syftlab-status-pending").filter(
             has_text="all the rows")
-        expect(card2).to_have_count(1, timeout=30_000)
+        expect(card2).to_have_count(1, timeout=60_000)
         expect(card2.locator(".syftlab-plan-policy")).to_contain_text(
             "no differential privacy: released values are exact")
         expect(card2.locator(".syftlab-deny")).to_be_disabled()
         card2.locator(".syftlab-deny-reason").fill("exact values 1000 times: use DP")
         card2.locator(".syftlab-deny").click()
-        expect(card2).to_have_count(0, timeout=30_000)
-        assert doomed.wait(timeout=30).status == "denied"
+        expect(card2).to_have_count(0, timeout=60_000)
+        assert doomed.wait(timeout=60).status == "denied"
         shot(opage, "plans-2-owner-decided")
         assert opage.evaluate("window.__pwned === undefined")
 
@@ -135,7 +135,7 @@ def test_owner_reviews_approves_and_denies_plans_in_the_plans_tab(
         decided.locator(".syftlab-revoke-reason").fill("study closed")
         revoke.click()
         expect(opage.locator(".syftlab-plan-decided").filter(has_text="heart FedAvg").locator(
-            "summary .syftlab-plan-status")).to_have_text("revoked", timeout=30_000)
+            "summary .syftlab-plan-status")).to_have_text("revoked", timeout=60_000)
         with pytest.raises(PlanDenied, match="revoked: study closed"):
             plan.run()
         expect(items.filter(has_text="heart FedAvg")).to_contain_text("revoked",
