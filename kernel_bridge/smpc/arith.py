@@ -47,22 +47,30 @@ _OFFSET = 1 << 62
 def beaver(party: int, x: torch.Tensor, y: torch.Tensor, m: Material, op: Bilinear) -> Gen:
     """Shares of ``op(x, y)`` for a bilinear ``op``, from a triple of the same ``op``. 1 round."""
     d, e = yield Open((x - m["a"], y - m["b"]))
-    if party == 0:
-        return m["c"] + op(d, m["b"] + e) + op(m["a"], e)
-    return m["c"] + op(d, m["b"]) + op(m["a"], e)
+    b = m["b"] + e if party == 0 else m["b"]
+    if op is ring.ring_matmul and d.dim() == 2 and e.dim() == 2:
+        # d @ b + a @ e as one product with a twice longer inner dimension.
+        return m["c"] + ring.ring_matmul(torch.cat((d, m["a"]), 1), torch.cat((b, e), 0))
+    if op is torch.mul and d.shape == b.shape == m["a"].shape == e.shape:
+        return torch.addcmul(m["c"], d, b).addcmul_(m["a"], e)  # fewer passes over memory
+    return m["c"] + op(d, b) + op(m["a"], e)
 
 
 def truncate(party: int, x: torch.Tensor, m: Material, bits: int = fixed.FRAC_BITS) -> Gen:
     """Shares of ``x / 2^bits`` (within one ulp, see the module docstring). 1 round."""
-    u = x + _OFFSET if party == 0 else x
-    (c,) = yield Open((u - m["r"],))
-    # wrap of c + r: msb(c) OR msb(r), with c public.
-    w = torch.where(c < 0, torch.ones_like(m["msb"]) if party == 0 else torch.zeros_like(m["msb"]),
-                    m["msb"])
-    out = m["hi"] - (w << (64 - bits))
+    u = x - m["r"]
     if party == 0:
-        c_hi = (c >> bits) & ((1 << (64 - bits)) - 1)
-        out = out + c_hi - (1 << (62 - bits)) + 1
+        u += _OFFSET
+    (c,) = yield Open((u,))
+    # wrap of c + r: msb(c) OR msb(r), with c public; out = hi - wrap * 2^(64 - bits).
+    w = m["msb"].masked_fill(c < 0, 1 if party == 0 else 0)
+    w <<= 64 - bits
+    out = m["hi"] - w
+    if party == 0:
+        c_hi = c >> bits
+        c_hi &= (1 << (64 - bits)) - 1
+        out += c_hi
+        out += 1 - (1 << (62 - bits))
     return out
 
 
