@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .core import Config, Goal, Result, benchmark, median, result
+from .core import Config, Goal, Result, benchmark, median, result, spread_ms
 from .smpc_anchor import OPS, crypten_times
 
 GOAL = Goal("<=", 0.5)
@@ -81,3 +81,47 @@ def _register(name: str) -> None:
 for _name in OPS:
     _register(_name)
 del _name
+
+
+def _ring_figure(n: int, cfg: Config) -> Result:
+    """Exact ring matmul n x n (ring_matmul, auto method) vs torch's int64 matmul, one thread."""
+    import time
+
+    from kernel_bridge.smpc import ring
+
+    g = torch.Generator().manual_seed(1)  # benchmark inputs, not secrets
+    a = torch.randint(-2**63, 2**63 - 1, (n, n), generator=g)
+    b = torch.randint(-2**63, 2**63 - 1, (n, n), generator=g)
+    reps = (3 if cfg.quick else 7) if n >= 500 else (20 if cfg.quick else 100)
+
+    def timed(fn: Any) -> list[float]:
+        fn()
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    ours = timed(lambda: ring.ring_matmul(a, b))
+    anchor = timed(lambda: a @ b)
+    if not torch.equal(ring.ring_matmul(a, b), a @ b):
+        raise AssertionError("ring_matmul differs from torch's int64 matmul")
+    int8 = n ** 3 >= ring._LARGE and ring._int8_fast()
+    return result(f"smpc ring_matmul {n}x{n}", median(ours) * 1e3, "ms", "torch int64 @",
+                  median(anchor) * 1e3, Goal("<=", 1.0),
+                  f"ours (auto: {'int8 limbs' if int8 else 'int64'}) {spread_ms(ours)}; "
+                  f"torch int64 {spread_ms(anchor)}")
+
+
+def _register_ring(n: int) -> None:
+    def fn(cfg: Config) -> Result:
+        return _ring_figure(n, cfg)
+
+    fn.__doc__ = f"Exact ring matmul {n}x{n} (mod 2^64) vs torch's int64 matmul, one thread"
+    benchmark(f"smpc_ring_{n}")(fn)
+
+
+for _n in (100, 1000):
+    _register_ring(_n)
+del _n
