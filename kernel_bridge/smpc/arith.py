@@ -138,7 +138,7 @@ def _div_plan(value: Any) -> tuple[str, int, int]:
     """How to divide by the public scalar ``value``: (``"mul"`` | ``"shift"``, multiplier, bits)."""
     c = float(_public(value).reshape(-1)[0]) if _public(value).numel() == 1 else math.nan
     if not math.isfinite(c) or c == 0:
-        raise PrecisionError("division needs a finite, non-zero public scalar")
+        raise PrecisionError("division needs one finite, non-zero public number (a scalar)")
     if abs(c) <= 1:
         return ("mul", 0, fixed.FRAC_BITS)
     e = math.ceil(math.log2(abs(c)))

@@ -169,8 +169,12 @@ def test_division_range_edge() -> None:
     below = torch.tensor([2.0 ** 25 - 1, -(2.0 ** 25) + 1])
     got = run("div_public", [below], {"value": 3.0})
     assert float((got - below.double() / 3).abs().max()) <= 2 ** 25 / 3 * 2.0 ** -21 + ULP
+    above = torch.tensor([2.0 ** 27])  # beyond the documented range: the ring wraps
+    assert float((run("div_public", [above], {"value": 3.0}) - 2.0 ** 27 / 3).abs()) > 1.0
     with pytest.raises(PrecisionError):
         run("div_public", [below], {"value": 0})
+    with pytest.raises(PrecisionError):
+        run("div_public", [below], {"value": [2.0, 3.0]})  # a scalar only
     with pytest.raises(PrecisionError):
         run("div_public", [below], {"value": 2.0 ** 43})
 
