@@ -115,3 +115,12 @@ def test_execute_reports_rounds_and_times() -> None:
     assert local.execute("add", x * 2).rounds == 0
     three = [sharing.share(fixed.encode(torch.randn(10)), 3)]
     assert local.execute("ltz", three).rounds == 7 * 2 + 1
+
+
+def test_errors_cross_the_wire_as_their_type() -> None:
+    from kernel_bridge.errors import from_wire
+
+    err = ShapeError("matmul inner dimensions differ: (2, 3) @ (2, 3)", op="matmul")
+    back = from_wire(err.to_wire())
+    assert type(back) is ShapeError and isinstance(back, ValueError)
+    assert back.data == {"op": "matmul"}
