@@ -232,6 +232,32 @@ def _conv_program(party: int, n: int, xs: Inputs, m: list[Material], p: Params) 
     return _fixed_product(conv)(party, n, xs, m, p)
 
 
+def _reshape(party: int, n: int, xs: Inputs, m: list[Material], p: Params) -> Gen:
+    shape = _reshape_shape((tuple(xs[0].shape),), p)
+    return local_program(xs[0].reshape(shape).clone())
+
+
+def _reshape_shape(shapes: Shapes, p: Params) -> Shape:
+    try:
+        return tuple(torch.empty(shapes[0], device="meta").reshape(tuple(p["shape"])).shape)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise ShapeError(f"cannot reshape {shapes[0]} to {p.get('shape')}") from exc
+
+
+def _transpose(party: int, n: int, xs: Inputs, m: list[Material], p: Params) -> Gen:
+    _transpose_shape((tuple(xs[0].shape),), p)
+    return local_program(xs[0].transpose(int(p.get("dim0", 0)),
+                                         int(p.get("dim1", 1))).contiguous())
+
+
+def _transpose_shape(shapes: Shapes, p: Params) -> Shape:
+    try:
+        t = torch.empty(shapes[0], device="meta")
+        return tuple(t.transpose(int(p.get("dim0", 0)), int(p.get("dim1", 1))).shape)
+    except (RuntimeError, IndexError) as exc:
+        raise ShapeError(f"cannot transpose {shapes[0]} with {p}") from exc
+
+
 def _none(shapes: Shapes, p: Params, n: int) -> list[Recipe]:
     return []
 
@@ -241,6 +267,9 @@ SPECS = (
     OpSpec("sub", 2, _none, _sub, _broadcast, "0", "x - y"),
     OpSpec("neg", 1, _none, _neg, _same, "0", "-x"),
     OpSpec("sum", 1, _none, _sum, _sum_shape, "0", "x.sum(dim=None|int, keepdim=False)"),
+    OpSpec("reshape", 1, _none, _reshape, _reshape_shape, "0", "x.reshape(shape)"),
+    OpSpec("transpose", 1, _none, _transpose, _transpose_shape, "0",
+           "x.transpose(dim0=0, dim1=1)"),
     OpSpec("add_public", 1, _none, _add_public,
            lambda s, p: _broadcast((s[0], tuple(_public(p["value"]).shape)), p), "0",
            "x + value (public number or tensor)"),
