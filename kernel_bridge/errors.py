@@ -194,6 +194,22 @@ class BudgetExhausted(SyftError):
     """
 
 
+# HE
+class HEError(SyftError):
+    """An HE context or ciphertext the worker will not use: one carrying a secret
+    key, one too shallow for the computation, or one SEAL finds malformed.
+
+    Nothing is counted or spent for a refused value.
+    """
+
+
+class PredictionLimitReached(PermissionDenied):
+    """The owner's limit on encrypted predictions for this scientist is used up.
+
+    ``data`` holds the ``asset`` and the ``limit``.
+    """
+
+
 WIRE_ERRORS: dict[str, type[SyftError]] = {
     cls.__name__: cls
     for cls in (
@@ -227,6 +243,8 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         InvalidURL,
         InvalidQuery,
         BudgetExhausted,
+        HEError,
+        PredictionLimitReached,
     )
 }
 
