@@ -92,10 +92,14 @@ def decrypt(enc: EncryptedVector) -> np.ndarray:
     Parameters
     ----------
     enc : EncryptedVector
+        Or anything holding one as ``.ciphertext`` (an encrypted evaluation's result).
 
     Returns
     -------
     numpy.ndarray
         The values (float64), ``enc.size`` of them.
     """
-    return enc.decrypt()
+    vec = getattr(enc, "ciphertext", enc)
+    if not isinstance(vec, EncryptedVector):
+        raise TypeError("kb.he.decrypt takes an encrypted vector")
+    return vec.decrypt()

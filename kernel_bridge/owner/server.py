@@ -41,6 +41,7 @@ from .revocation import RevocationWatch
 from .services import Handler, Service
 from .services.cells import CellService
 from .services.dp import DPService
+from .services.he import HEService
 from .services.objects import ObjectService
 from .services.requests import RequestService
 from .session import Session
@@ -68,6 +69,7 @@ class WorkerServer:
         self.dp = DPService(self.ctx)
         self.services: list[Service] = [ObjectService(self.ctx), CellService(self.ctx),
                                         RequestService(self.ctx), self.dp]
+        self.services.append(HEService(self.ctx))  # HE
         #: op -> (service, handler); a service's ops are listed in its ops().
         self.handlers: dict[str, tuple[Service | None, Handler]] = {
             Op.PING: (None, self.op_ping)}

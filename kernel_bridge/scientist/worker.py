@@ -140,6 +140,7 @@ class Worker:
     request_by_id = _blocking(AsyncWorker.request_by_id)
     budget = _blocking(AsyncWorker.budget)
     ping = _blocking(AsyncWorker.ping)
+    he_services = _blocking(AsyncWorker.he_services)  # HE
 
     @property
     def datasets(self) -> list[Dataset]:

@@ -45,6 +45,11 @@ class Op(StrEnum):
     REQUESTS = "requests"
     DP_QUERY = "dp_query"
     BUDGET = "budget"
+    # HE (kernel_bridge/owner/services/he.py)
+    HE_CONTEXT = "he_context"
+    HE_PREDICT = "he_predict"
+    HE_EVALUATE = "he_evaluate"
+    HE_SERVICES = "he_services"
 
 
 class Action(StrEnum):

@@ -1,0 +1,82 @@
+"""Encrypted predictions counted per scientist and model, in the worker's SQLite file.
+
+The count is the model-extraction defence: each prediction is one query of the
+owner's model, and the owner bounds how many a scientist may make. A
+prediction is counted (and audited) in one ``BEGIN IMMEDIATE`` transaction
+*before* it is computed, so concurrent requests can never pass the limit, and a
+crash after counting keeps the prediction counted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import PredictionLimitReached
+from .store import Store
+
+__all__ = ["PredictionCounter"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS he_predictions (
+    scientist TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL,
+    PRIMARY KEY (scientist, asset)
+);
+"""
+
+
+class PredictionCounter:
+    """Predictions used per (scientist, model asset).
+
+    Parameters
+    ----------
+    store : Store
+        The worker's state (its SQLite connection and audit log).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+        self.db.executescript(SCHEMA)
+
+    def used(self, scientist: str, asset: str) -> int:
+        """Predictions ``scientist`` has made on ``asset``."""
+        row = self.db.execute("SELECT used FROM he_predictions WHERE scientist=? AND asset=?",
+                              (scientist, asset)).fetchone()
+        return int(row["used"]) if row else 0
+
+    def take(self, scientist: str, asset: str, limit: int, detail: dict[str, Any]) -> int:
+        """Count one prediction, atomically with its audit record; returns how many remain.
+
+        Raises
+        ------
+        PredictionLimitReached
+            ``limit`` predictions were already made; nothing is counted (the refusal is audited).
+        """
+        with self.store._tx():
+            used = self.used(scientist, asset)
+            if used >= limit:
+                self.store._audit(scientist, "he_predict_refused",
+                                  {"asset": asset, "limit": limit, **detail})
+                refused = True
+            else:
+                self.db.execute(
+                    "INSERT INTO he_predictions VALUES (?, ?, 1, ?) ON CONFLICT(scientist, asset) "
+                    "DO UPDATE SET used = used + 1, updated = excluded.updated",
+                    (scientist, asset, time.time()))
+                self.store._audit(scientist, "he_predict",
+                                  {"asset": asset, "n": used + 1, "limit": limit, **detail})
+                refused = False
+        if refused:
+            raise PredictionLimitReached(
+                f"you have made all {limit} encrypted predictions the owner allows on "
+                f"{asset!r}", asset=asset, limit=limit)
+        return limit - used - 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every (scientist, asset, used, updated), for the owner."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT scientist, asset, used, updated FROM he_predictions ORDER BY asset, scientist")]
