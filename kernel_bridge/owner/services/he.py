@@ -32,6 +32,7 @@ import numpy as np
 from ...errors import HEError, InvalidQuery, UnknownObject
 from ...he import evaluate as he_evaluate
 from ...he.context import context_id
+from ...he.linear import period_of
 from ...he.mlp import PolyMLP, layers_of
 from ...he.seal import Evaluator
 from ...he.validate import load_context, load_vector
@@ -200,9 +201,9 @@ class HEService(Service):
                           f"(kb.he.context(depth={model.depth})); yours has {depth}",
                           depth=depth, needed=model.depth)
         ct, size = await asyncio.to_thread(load_vector, ev, await self._value(session, msg))
-        if size != model.n_in:
-            raise HEError(f"the model takes {model.n_in} inputs; this vector holds {size}",
-                          needed=model.n_in, size=size)
+        if size != period_of(model.n_in):  # kb.he.encrypt pads to a power of two
+            raise HEError(f"the model takes {model.n_in} inputs (encrypted with "
+                          "kb.he.encrypt, which pads them)", needed=model.n_in)
         remaining = self.counter.take(session.scientist, asset.name,
                                       spec.predictions_per_scientist, {"session": session.id})
 
@@ -239,9 +240,9 @@ class HEService(Service):
                           needed=he_evaluate.DEPTH)
         d = len(spec.columns)
         ct, size = await asyncio.to_thread(load_vector, ev, await self._value(session, msg))
-        if size != d + 1:
-            raise HEError(f"send {d + 1} weights ({d} columns, then the bias); this vector "
-                          f"holds {size}", needed=d + 1, size=size)
+        if size != period_of(d + 1):
+            raise HEError(f"send {d + 1} weights ({d} columns, then the bias), encrypted "
+                          "with kb.he.encrypt", needed=d + 1)
         x, y = await self._table(asset, spec)
         eps = spec.epsilon_per_evaluation
         doc = {"he": "evaluate", "metric": metric, "columns": spec.columns, "label": spec.label}
