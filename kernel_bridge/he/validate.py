@@ -20,10 +20,12 @@ from ..errors import CodecError, HEError
 from ..wire.sealed import HEContextBytes, HEVectorBytes, check_context, check_vector, seal_header
 from .seal import Evaluator
 
-__all__ = ["MAX_INFLATED_BYTES", "inflated_size", "load_context", "load_vector"]
+__all__ = ["MAX_INFLATED_BYTES", "MAX_INFLATED_VECTOR_BYTES", "inflated_size", "load_context", "load_vector"]
 
-#: Most bytes all SEAL objects of one HE value may inflate to.
+#: Most bytes all SEAL objects of one context may inflate to (its Galois keys are large).
 MAX_INFLATED_BYTES = 512 * 1024 * 1024
+#: Most bytes the ciphertexts of one vector may inflate to.
+MAX_INFLATED_VECTOR_BYTES = 64 * 1024 * 1024
 _HEADER = 16
 
 
@@ -64,8 +66,8 @@ def inflated_size(blob: bytes, limit: int) -> int:
         raise HEError(f"an HE value holds a corrupt {compression} stream") from exc
 
 
-def _bounded(blobs: list[bytes]) -> None:
-    left = MAX_INFLATED_BYTES
+def _bounded(blobs: list[bytes], limit: int = MAX_INFLATED_BYTES) -> None:
+    left = limit
     for blob in blobs:
         left -= inflated_size(blob, left)
 
@@ -133,7 +135,7 @@ def load_vector(ev: Evaluator, value: Any) -> tuple[Any, int]:
     if type(value) is not HEVectorBytes:
         raise HEError("expected an encrypted vector (kb.he.encrypt(ctx, x))")
     try:
-        _bounded(check_vector(value.data))
+        _bounded(check_vector(value.data), MAX_INFLATED_VECTOR_BYTES)
         return ev.load(value.data)
     except CodecError as exc:
         raise HEError(exc.message, **exc.data) from None
