@@ -20,7 +20,8 @@ from ..errors import CodecError, HEError
 from ..wire.sealed import HEContextBytes, HEVectorBytes, check_context, check_vector, seal_header
 from .seal import Evaluator
 
-__all__ = ["MAX_INFLATED_BYTES", "MAX_INFLATED_VECTOR_BYTES", "inflated_size", "load_context", "load_vector"]
+__all__ = ["MAX_INFLATED_BYTES", "MAX_INFLATED_VECTOR_BYTES", "inflated_size", "load_context",
+           "load_vector"]
 
 #: Most bytes all SEAL objects of one context may inflate to (its Galois keys are large).
 MAX_INFLATED_BYTES = 512 * 1024 * 1024

@@ -111,7 +111,7 @@ async def predict(pointer: RemoteObject, enc_x: EncryptedVector) -> EncryptedVec
     """
     enc = _vector(enc_x, "the input")
     reply = await _call(pointer._session, Op.HE_PREDICT, enc.context, enc.to_wire(),
-                        pointer=pointer.id)
+                        pointer=pointer.id, size=enc.size)
     return EncryptedVector.from_wire(enc.context, reply["y"], int(reply["size"]))
 
 
@@ -130,7 +130,7 @@ async def evaluate(pointer: RemoteObject, enc_weights: EncryptedVector, metric: 
     """
     enc = _vector(enc_weights, "the weights")
     reply = await _call(pointer._session, Op.HE_EVALUATE, enc.context, enc.to_wire(),
-                        pointer=pointer.id, metric=metric)
+                        pointer=pointer.id, metric=metric, size=enc.size)
     return HEEvaluation(EncryptedVector.from_wire(enc.context, reply["result"], 1),
                         reply["metric"], float(reply["epsilon"]), dict(reply.get("budget") or {}),
                         bool(reply.get("rows_exact", True)))

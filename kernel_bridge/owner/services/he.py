@@ -188,8 +188,9 @@ class HEService(Service):
 
         Takes ``pointer`` (to a model asset with an HE prediction service),
         ``context`` (an id from ``he_context``) and ``value`` (:class:`HEVectorBytes`
-        of the model's input size). Counts the prediction (refused past the
-        owner's limit), then evaluates. Releases a ciphertext under the
+        of the model's input size, with ``size`` its number of values). Counts
+        the prediction (refused past the owner's limit), then evaluates. Releases a
+        ciphertext under the
         scientist's key and how many predictions remain.
         """
         asset, spec = self._service(session, msg.get("pointer"), "predict")
@@ -201,7 +202,8 @@ class HEService(Service):
                           f"(kb.he.context(depth={model.depth})); yours has {depth}",
                           depth=depth, needed=model.depth)
         ct, size = await asyncio.to_thread(load_vector, ev, await self._value(session, msg))
-        if size != period_of(model.n_in):  # kb.he.encrypt pads to a power of two
+        # kb.he.encrypt pads to a power of two and says how many values are real.
+        if size != period_of(model.n_in) or msg.get("size") != model.n_in:
             raise HEError(f"the model takes {model.n_in} inputs (encrypted with "
                           "kb.he.encrypt, which pads them)", needed=model.n_in)
         remaining = self.counter.take(session.scientist, asset.name,
@@ -224,7 +226,7 @@ class HEService(Service):
 
         Takes ``pointer`` (to a table with an HE evaluation service), ``context``
         and ``value`` (:class:`HEVectorBytes`: one weight per declared column,
-        then the bias). Debits ``epsilon_per_evaluation`` on the ledger
+        then the bias; ``size`` their number). Debits ``epsilon_per_evaluation`` on the ledger
         (committed) before computing; releases the ciphertext of the noisy mean
         squared error (see :mod:`kernel_bridge.he.evaluate`) and the budget left.
         """
@@ -240,7 +242,7 @@ class HEService(Service):
                           needed=he_evaluate.DEPTH)
         d = len(spec.columns)
         ct, size = await asyncio.to_thread(load_vector, ev, await self._value(session, msg))
-        if size != period_of(d + 1):
+        if size != period_of(d + 1) or msg.get("size") != d + 1:
             raise HEError(f"send {d + 1} weights ({d} columns, then the bias), encrypted "
                           "with kb.he.encrypt", needed=d + 1)
         x, y = await self._table(asset, spec)
