@@ -225,6 +225,19 @@ class Evaluator:
         self.ev.rescale_to_next_inplace(out)
         return out
 
+    def multiply(self, a: Any, b: Any) -> Any:
+        """``a ⊙ b`` for two ciphertexts at one level, relinearised and rescaled."""
+        out = self._out(self.ev.multiply, a, b)
+        if self.relin is None:
+            raise ValueError("the context has no relinearisation keys")
+        self.ev.relinearize_inplace(out, self.relin)
+        self.ev.rescale_to_next_inplace(out)
+        return out
+
+    def dot(self, a: Any, b: Any) -> Any:
+        """``Σ a_i b_i`` in every slot (one product, ``log2(slots)`` rotations)."""
+        return self.fold(self.multiply(a, b), 1, self.slots)
+
     def rotate(self, ct: Any, steps: int) -> Any:
         """Slot ``i`` of the result holds slot ``i + steps`` of ``ct`` (cyclically)."""
         if self.galois is None:
@@ -237,19 +250,23 @@ class Evaluator:
     def periodize(self, ct: Any, period: int) -> Any:
         """Sum of ``ct`` over all shifts by multiples of ``period``: a ``period``-periodic
         vector (``ct`` zero beyond ``period`` makes it ``ct`` repeated)."""
-        step = period
-        while step < self.slots:
-            ct = self.sum(ct, self.rotate(ct, step))
-            step *= 2
-        return ct
+        return self.fold(ct, period, self.slots)
 
     def fold(self, ct: Any, start: int, stop: int) -> Any:
         """Add ``ct`` rotated by ``start, 2 start, ...`` below ``stop`` (a rotate-and-sum tree)."""
+        if self.galois is None:
+            raise ValueError("the context has no Galois keys (rotations need them)")
+        out = ct  # the first addition makes a new ciphertext; the rest work in place
+        tmp = self.sa.Ciphertext()
         step = start
         while step < stop:
-            ct = self.sum(ct, self.rotate(ct, step))
+            self.ev.rotate_vector(out, step % self.slots, self.galois, tmp)
+            if out is ct:
+                out = self._out(self.ev.add, ct, tmp)
+            else:
+                self.ev.add_inplace(out, tmp)
             step *= 2
-        return ct
+        return out
 
     def rerandomize(self, ct: Any) -> Any:
         """``ct`` plus a fresh public-key encryption of zero (new randomness, same value)."""
