@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import cli_he
 from .errors import ConfigError, SyftError
 from .owner.terminal import clean
 
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     tf = tlsub.add_parser("fingerprint", help="print the fingerprint scientists pin")
     tf.add_argument("--cert", help="a PEM certificate (default: the state dir's own)")
     tf.add_argument("--state", help="the worker's state directory")
+
+    cli_he.add_parser(sub)  # HE: syftlab he ...
 
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
@@ -357,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_budget(args)
         if args.command == "lab":
             return run_lab(args)
+        if args.command == "he":
+            return cli_he.run(args)
     except (SyftError, KeyError, ValueError) as exc:
         msg = exc.message if isinstance(exc, SyftError) else str(exc).strip("'\"")
         print(clean(f"syftlab: error: {msg}"), file=sys.stderr)

@@ -9,6 +9,7 @@ crash after counting keeps the prediction counted.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -24,6 +25,12 @@ CREATE TABLE IF NOT EXISTS he_predictions (
     used INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL,
     PRIMARY KEY (scientist, asset)
+);
+CREATE TABLE IF NOT EXISTS he_services (
+    asset TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    updated REAL NOT NULL
 );
 """
 
@@ -41,6 +48,32 @@ class PredictionCounter:
         self.store = store
         self.db = store.db
         self.db.executescript(SCHEMA)
+
+    def declare(self, docs: list[dict[str, Any]]) -> None:
+        """Record the worker's HE services (from its config, at startup) for the owner's tools."""
+        with self.store._tx():
+            self.db.execute("DELETE FROM he_services")
+            for doc in docs:
+                self.db.execute("INSERT INTO he_services VALUES (?, ?, ?, ?)",
+                                (doc["asset"], doc["kind"], json.dumps(doc), time.time()))
+
+    def services(self) -> list[dict[str, Any]]:
+        """The HE services the worker declared when it last started."""
+        return [json.loads(r["doc"]) for r in
+                self.db.execute("SELECT doc FROM he_services ORDER BY asset")]
+
+    def reset(self, scientist: str, asset: str, actor: str = "owner") -> int:
+        """Forget ``scientist``'s predictions on ``asset`` (the owner's decision; audited).
+
+        Returns how many were forgotten.
+        """
+        with self.store._tx():
+            used = self.used(scientist, asset)
+            self.db.execute("DELETE FROM he_predictions WHERE scientist=? AND asset=?",
+                            (scientist, asset))
+            self.store._audit(actor, "he_predictions_reset",
+                              {"scientist": scientist, "asset": asset, "was": used})
+        return used
 
     def used(self, scientist: str, asset: str) -> int:
         """Predictions ``scientist`` has made on ``asset``."""

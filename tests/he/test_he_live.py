@@ -106,3 +106,20 @@ def test_encrypted_evaluation_is_within_the_dp_accuracy(alice: kb.Worker,
     with pytest.raises(HEError, match="7 weights"):
         heart.he_evaluate(kb.he.encrypt(ctx, theta[:5]))
     assert alice.budget()["heart"]["epsilon_remaining"] == pytest.approx(left - 2 * eps)
+
+
+def test_owner_cli_lists_services_and_counts(bob: kb.Worker, alice: kb.Worker,
+                                             ctx: kb.he.Context,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from kernel_bridge.cli import main
+
+    bob.asset("risk_model").he_predict(kb.he.encrypt(ctx, np.zeros(6)))
+    used = next(s for s in bob.he_services() if s["asset"] == "risk_model")["used"]
+    assert main(["he", "services", "--state", str(bob.process.state)]) == 0
+    out = capsys.readouterr().out
+    assert "risk_model" in out and "encrypted predictions" in out and "hana" in out
+    assert f" {used} " in out
+    assert main(["he", "services", "--state", str(alice.process.state)]) == 0
+    assert "encrypted evaluation" in capsys.readouterr().out
+    assert main(["he", "reset", "hana", "risk_model", "--state", str(bob.process.state)]) == 0
+    assert next(s for s in bob.he_services() if s["asset"] == "risk_model")["used"] == 0

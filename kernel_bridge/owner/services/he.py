@@ -61,6 +61,7 @@ class HEService(Service):
         super().__init__(ctx)
         self.specs: dict[str, HESpec] = dict(ctx.config.he)
         self.counter = PredictionCounter(ctx.store)
+        self.counter.declare([spec.to_doc() for spec in self.specs.values()])
         self.ledger = Ledger(ctx.store)
         #: (session id, context id) -> Evaluator, least recently used first.
         self._contexts: collections.OrderedDict[tuple[str, str], Evaluator] = \
