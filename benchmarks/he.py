@@ -149,22 +149,28 @@ def he_infer(cfg: Config) -> Result:
         h.square_()
         return float((h.mm(w2) + b2).decrypt()[0])
 
-    parts: dict[str, list[float]] = {"encrypt": [], "request": [], "decrypt": []}
-    with launched("bob", config=DATASETS / "bob.toml") as w:
-        from kernel_bridge.owner.owner_api import Owner
+    # The worker's own evaluation, measured in this process on the same code.
+    from kernel_bridge.he.mlp import PolyMLP, layers_of
+    from kernel_bridge.he.seal import Evaluator
 
+    ev = Evaluator(ts.context_from(ctx.public().data))
+    mlp = PolyMLP(layers_of(sd))
+    data = kb.he.encrypt(ctx, xs[0]).to_wire().data
+
+    def evaluate_once() -> None:
+        ev.dump(mlp.predict(ev, ev.load(data)[0]), 1)
+
+    parts: dict[str, list[float]] = {"encrypt": [], "request": [], "decrypt": []}
+    evaluation: list[float] = []
+    anchor: list[float] = []
+    with launched("bob", config=DATASETS / "bob.toml") as w:
         model = w.asset("risk_model")
-        owner = Owner(w.process.state)
-        try:  # enough predictions for the benchmark's scientist
-            owner.store.db.execute("DELETE FROM he_predictions")
-        finally:
-            owner.close()
         t0 = time.perf_counter()
         model.he_predict(kb.he.encrypt(ctx, xs[0]))  # sends the public context once
         first = time.perf_counter() - t0
-        n = 5 if cfg.quick else 15
+        n = 5 if cfg.quick else 15  # bob allows 20 predictions per scientist
         ours = []
-        for x in xs[1:n + 1]:
+        for x in xs[1:n + 1]:  # interleaved: the machine's load changes by the second
             t0 = time.perf_counter()
             enc = kb.he.encrypt(ctx, x)
             t1 = time.perf_counter()
@@ -178,21 +184,13 @@ def he_infer(cfg: Config) -> Result:
             parts["request"].append(t2 - t1)
             parts["decrypt"].append(t3 - t2)
             ours.append(t3 - t0)
+            evaluation += _timed(evaluate_once, 1)
+            t0 = time.perf_counter()
+            if abs(raw_once(x) - plain(x)) > 1e-2:
+                raise RuntimeError("raw TenSEAL inference off")
+            anchor.append(time.perf_counter() - t0)
         rtt = median([w.ping() for _ in range(20)])
-    # The worker's own evaluation, measured in process on the same code.
-    from kernel_bridge.he.mlp import PolyMLP, layers_of
-    from kernel_bridge.he.seal import Evaluator
-
-    ev = Evaluator(ts.context_from(ctx.public().data))
-    mlp = PolyMLP(layers_of(sd))
-    data = kb.he.encrypt(ctx, xs[0]).to_wire().data
-    evaluate = median(_timed(lambda: ev.dump(mlp.predict(ev, ev.load(data)[0]), 1), n))
-    anchor = []
-    for x in xs[1:n + 1]:
-        t0 = time.perf_counter()
-        if abs(raw_once(x) - plain(x)) > 1e-2:
-            raise RuntimeError("raw TenSEAL inference off")
-        anchor.append(time.perf_counter() - t0)
+    evaluate = median(evaluation)
     m = {k: median(v) * 1e3 for k, v in parts.items()}
     detail = (f"6-4-1 MLP, x² activation, N=8192 depth 3; ours {spread_ms(ours)} = encrypt "
               f"{m['encrypt']:.1f} + request {m['request']:.1f} (of which worker evaluation "
@@ -201,4 +199,4 @@ def he_infer(cfg: Config) -> Result:
               f"context) {first:.2f} s; key generation {keygen:.2f} s; raw TenSEAL in "
               f"process {spread_ms(anchor)}{w.sandboxed_note}")
     return result("HE inference, encrypt->worker->decrypt", median(ours) * 1e3, "ms",
-                  "raw TenSEAL, in process", median(anchor) * 1e3, Goal("<=", 2.0), detail)
+                  "raw TenSEAL, in process", median(anchor) * 1e3, Goal("<=", 1.5), detail)

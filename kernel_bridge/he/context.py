@@ -37,6 +37,7 @@ class Context:
         self.params = params
         self.precision: dict[str, float] = {}
         self._public: HEContextBytes | None = None
+        self._id: str | None = None
 
     def __repr__(self) -> str:
         p = self.params
@@ -61,7 +62,9 @@ class Context:
     @property
     def id(self) -> str:
         """A short digest of the public context (how a worker names it)."""
-        return context_id(self.public().data)
+        if self._id is None:
+            self._id = context_id(self.public().data)
+        return self._id
 
 
 def context_id(public: bytes) -> str:

@@ -141,6 +141,8 @@ class Worker:
     budget = _blocking(AsyncWorker.budget)
     ping = _blocking(AsyncWorker.ping)
     he_services = _blocking(AsyncWorker.he_services)  # HE
+    he_predict = _blocking(AsyncWorker.he_predict)
+    he_evaluate = _blocking(AsyncWorker.he_evaluate)
 
     @property
     def datasets(self) -> list[Dataset]:
