@@ -29,31 +29,13 @@ def add_parser(sub: Any) -> None:
 
 
 def rows(state: str) -> list[dict[str, Any]]:
-    """One row per (service, scientist): what the owner's panel and CLI show."""
-    from .owner.he_counter import PredictionCounter
-    from .owner.ledger import Ledger
+    """One row per (service, scientist): see :func:`kernel_bridge.owner.he_counter.overview`."""
+    from .owner.he_counter import overview
     from .owner.store import Store
 
     store = Store(state)
     try:
-        counter = PredictionCounter(store)
-        ledger = Ledger(store)
-        out: list[dict[str, Any]] = []
-        used = counter.rows()
-        budgets = ledger.rows()
-        for svc in counter.services():
-            if svc["kind"] == "predict":
-                limit = svc["predictions_per_scientist"]
-                mine = [u for u in used if u["asset"] == svc["asset"]]
-                out.append({**svc, "scientist": None, "used": sum(u["used"] for u in mine),
-                            "limit": limit})
-                out += [{**svc, "scientist": u["scientist"], "used": u["used"], "limit": limit}
-                        for u in mine]
-            else:
-                spent = [b for b in budgets if b["asset"] == svc["asset"]]
-                out += [{**svc, "scientist": b["scientist"], "used": b["epsilon_spent"],
-                         "limit": b["epsilon_limit"]} for b in spent]
-        return out
+        return overview(store)
     finally:
         store.close()
 
@@ -81,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
             f"encrypted evaluation (ε={r['epsilon_per_evaluation']:g} each)"
         unit = "" if r["kind"] == "predict" else " ε"
         who = r["scientist"] or "(all)"
-        print(f"{r['asset']:14} {what:24} {who:16} {r['used']:>10g}{unit} {r['limit']:>8g}{unit}")
+        limit = "-" if r["limit"] is None else f"{r['limit']:g}{unit}"
+        print(f"{r['asset']:14} {what:24} {who:16} {r['used']:>10g}{unit} {limit:>10}")
     return 0

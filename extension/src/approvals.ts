@@ -1,13 +1,14 @@
-// The owner's "Approvals" panel: pending requests to decide, history, budget ledger.
+// The owner's "Approvals" panel: pending requests to decide, history, budget ledger, HE services.
 
 import { api, ILedgerRow, IOwnerRequest, post } from './api';
+import { refreshHEServices } from './heservices';
 import { clear, el, fmtEpsilon, table } from './dom';
 import { renderLineage } from './lineage';
 import { PollingWidget } from './polling';
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 const IMAGE_MIMES = ['image/png', 'image/jpeg'];
-type Tab = 'pending' | 'history' | 'budget';
+type Tab = 'pending' | 'history' | 'budget' | 'he';
 
 function when(ts: number | null): string {
   return ts ? new Date(ts * 1000).toLocaleString() : '';
@@ -62,8 +63,9 @@ export class ApprovalsPanel extends PollingWidget {
     this.title.label = 'Approvals';
     this.title.closable = true;
     const tabs = el('div', 'syftlab-tabs');
-    for (const t of ['pending', 'history', 'budget'] as Tab[]) {
-      const b = el('button', 'syftlab-tab jp-Button jp-mod-styled jp-mod-minimal', t[0].toUpperCase() + t.slice(1));
+    for (const t of ['pending', 'history', 'budget', 'he'] as Tab[]) {
+      const label = t === 'he' ? 'HE' : t[0].toUpperCase() + t.slice(1);
+      const b = el('button', 'syftlab-tab jp-Button jp-mod-styled jp-mod-minimal', label);
       b.dataset.tab = t;
       b.onclick = () => this.showTab(t);
       tabs.appendChild(b);
@@ -72,7 +74,8 @@ export class ApprovalsPanel extends PollingWidget {
     this.pending = el('div', 'syftlab-pane syftlab-pending');
     this.history = el('div', 'syftlab-pane syftlab-history');
     this.budget = el('div', 'syftlab-pane syftlab-budget');
-    this.node.append(tabs, this.status, this.pending, this.history, this.budget);
+    this.he = el('div', 'syftlab-pane syftlab-he-services');
+    this.node.append(tabs, this.status, this.pending, this.history, this.budget, this.he);
     this.showTab('pending');
   }
 
@@ -84,6 +87,7 @@ export class ApprovalsPanel extends PollingWidget {
     this.pending.hidden = tab !== 'pending';
     this.history.hidden = tab !== 'history';
     this.budget.hidden = tab !== 'budget';
+    this.he.hidden = tab !== 'he';
     void this.refresh();
   }
 
@@ -98,6 +102,8 @@ export class ApprovalsPanel extends PollingWidget {
       } else if (this.tab === 'history') {
         const { requests } = await api<{ requests: IOwnerRequest[] }>('requests?status=history');
         this.renderHistory(requests);
+      } else if (this.tab === 'he') {
+        await refreshHEServices(this.he);
       } else {
         const r = await api<{ ledger: ILedgerRow[]; available: boolean }>('ledger');
         this.renderLedger(r.ledger, r.available);
@@ -219,5 +225,6 @@ export class ApprovalsPanel extends PollingWidget {
   private pending: HTMLDivElement;
   private history: HTMLDivElement;
   private budget: HTMLDivElement;
+  private he: HTMLDivElement;
   private busy = false;
 }

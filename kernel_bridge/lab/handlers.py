@@ -158,6 +158,16 @@ class LedgerHandler(SyftlabHandler):
         self.reply({"ledger": rows, "available": True})
 
 
+class HEHandler(SyftlabHandler):
+    """GET: the worker's HE services and each scientist's use of them (owner side)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        side = self.need(OwnerSide)
+        rows = await self.blocking(side.he_services)
+        self.reply({"services": rows})
+
+
 def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
     def u(path: str) -> str:
         return url_path_join(base_url, "syftlab", path)
@@ -170,4 +180,5 @@ def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
         (u(r"requests/([^/]+)"), RequestHandler),
         (u(r"requests/([^/]+)/(approve|deny)"), DecisionHandler),
         (u("ledger"), LedgerHandler),
+        (u("he"), HEHandler),  # HE
     ]

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import PredictionLimitReached
 from .store import Store
 
-__all__ = ["PredictionCounter"]
+__all__ = ["PredictionCounter", "overview"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS he_predictions (
@@ -113,3 +113,26 @@ class PredictionCounter:
         """Every (scientist, asset, used, updated), for the owner."""
         return [dict(r) for r in self.db.execute(
             "SELECT scientist, asset, used, updated FROM he_predictions ORDER BY asset, scientist")]
+
+
+def overview(store: Store) -> list[dict[str, Any]]:
+    """One row per (HE service, scientist) with what was used and the limit: what the
+    owner's CLI (``syftlab he services``) and approval panel show."""
+    from .ledger import Ledger
+
+    counter = PredictionCounter(store)
+    budgets = Ledger(store).rows()
+    used = counter.rows()
+    out: list[dict[str, Any]] = []
+    for svc in counter.services():
+        if svc["kind"] == "predict":
+            limit = svc["predictions_per_scientist"]
+            mine = [u for u in used if u["asset"] == svc["asset"]]
+            out.append({**svc, "scientist": None, "used": sum(u["used"] for u in mine),
+                        "limit": None})
+            out += [{**svc, "scientist": u["scientist"], "used": u["used"], "limit": limit}
+                    for u in mine]
+        else:
+            out += [{**svc, "scientist": b["scientist"], "used": b["epsilon_spent"],
+                     "limit": b["epsilon_limit"]} for b in budgets if b["asset"] == svc["asset"]]
+    return out

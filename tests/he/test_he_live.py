@@ -121,5 +121,14 @@ def test_owner_cli_lists_services_and_counts(bob: kb.Worker, alice: kb.Worker,
     assert f" {used} " in out
     assert main(["he", "services", "--state", str(alice.process.state)]) == 0
     assert "encrypted evaluation" in capsys.readouterr().out
+    from kernel_bridge.lab.owner_side import OwnerSide
+
+    side = OwnerSide(str(bob.process.state))  # what the approval panel's HE tab shows
+    try:
+        rows = side.he_services()
+    finally:
+        side.close()
+    assert {"asset": "risk_model", "scientist": "hana", "used": used} in \
+        [{k: r[k] for k in ("asset", "scientist", "used")} for r in rows]
     assert main(["he", "reset", "hana", "risk_model", "--state", str(bob.process.state)]) == 0
     assert next(s for s in bob.he_services() if s["asset"] == "risk_model")["used"] == 0
