@@ -93,12 +93,14 @@ def _load_tensor(path: Path) -> Any:
             f"{path}: not a plain tensor file (loaded with weights_only=True: {type(exc).__name__})"
         ) from exc
     if isinstance(value, dict) and value and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
-        return value  # a model: a state_dict of tensors (HE serves it; see owner/he_spec.py)
+            isinstance(k, str) and k.rpartition(".")[2] in ("weight", "bias")
+            and isinstance(v, torch.Tensor) for k, v in value.items()):
+        return value  # a model: a state_dict of layers' weight/bias (served by HE, he_spec.py)
     if not isinstance(value, torch.Tensor):
         raise ConfigError(
             f"{path}: holds a {type(value).__name__}, expected a single tensor "
-            "(save one with torch.save(tensor, path)) or a model's state_dict"
+            "(save one with torch.save(tensor, path)) or a model's state_dict of layers' "
+            "weight and bias"
         )
     return value
 
