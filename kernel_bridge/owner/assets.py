@@ -294,7 +294,8 @@ class Asset:
             preview: Any = json.loads(head.to_json(orient="records", date_format="iso"))
         elif isinstance(mock, dict):  # a model (state_dict): parameter shapes only
             shapes = {k: [int(d) for d in v.shape] for k, v in mock.items()}
-            schema = {"parameters": shapes if spec.show_shape else None}
+            schema = {"dtype": "model (state_dict)", "shape": None,
+                      "parameters": shapes if spec.show_shape else None}
             preview = {"parameters": shapes}
         else:
             private = self.private()
