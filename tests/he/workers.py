@@ -28,7 +28,7 @@ def model_state(seed: int = 7) -> dict[str, np.ndarray]:
     return state
 
 
-def rows(n: int = 120, seed: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def rows(n: int = 6000, seed: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``age, chol, flag, target`` columns, one chol planted."""
     rng = np.random.default_rng(seed)
     age = rng.integers(25, 78, n).astype(float)
