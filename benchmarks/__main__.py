@@ -17,7 +17,8 @@ from . import core
 
 #: Modules whose import registers benchmarks, in the order they run.
 MODULES = ("bridge", "magic", "dp", "widgets", "hostile",
-           "smpc_local")  # SMPC (in-process engine vs CrypTen)
+           "smpc_local",  # SMPC (in-process engine vs CrypTen)
+           "he")  # HE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,6 +173,76 @@ def generate(out_dir: Path) -> list[Path]:
     return written
 
 
+#: Inputs of bob's risk model, in order, each scaled into [0, 1] by its declared bounds.
+RISK_FEATURES = ["age", "trestbps", "chol", "thalach", "oldpeak", "exang"]
+RISK_HIDDEN = 4
+
+
+def risk_features(table: dict) -> np.ndarray:
+    """The risk model's inputs: ``RISK_FEATURES`` scaled into [0, 1] by ``BOUNDS``."""
+    cols = []
+    for name in RISK_FEATURES:
+        v = np.asarray(table[name], dtype=float)
+        if name in BOUNDS:
+            lo, hi = BOUNDS[name]
+            v = (v - lo) / (hi - lo)
+        cols.append(np.clip(v, 0.0, 1.0))
+    return np.stack(cols, axis=1)
+
+
+def train_risk_model(x: np.ndarray, y: np.ndarray, steps: int = 3000, lr: float = 0.5
+                     ) -> dict[str, np.ndarray]:
+    """A 6-4-1 MLP with a square activation, ``logit = W2 (W1 x + b1)² + b2``, trained by
+    full-batch gradient descent on the logistic loss (numpy, seeded: reproducible).
+
+    The square keeps it evaluable under CKKS (depth 3). Returns the weights in
+    ``torch.nn.Linear`` layout (``fc1.weight`` is (hidden, inputs)).
+    """
+    rng = np.random.default_rng(SEED + 1)
+    d = x.shape[1]
+    w1 = rng.normal(0.0, 0.5, (RISK_HIDDEN, d))
+    b1 = np.zeros(RISK_HIDDEN)
+    w2 = rng.normal(0.0, 0.5, (1, RISK_HIDDEN))
+    b2 = np.zeros(1)
+    n = len(x)
+    for _ in range(steps):
+        h = x @ w1.T + b1
+        a = h * h
+        logit = a @ w2.T + b2
+        p = 1.0 / (1.0 + np.exp(-logit[:, 0]))
+        g = (p - y)[:, None] / n  # dL/dlogit
+        gw2, gb2 = g.T @ a, g.sum(axis=0)
+        gh = (g @ w2) * 2.0 * h
+        gw1, gb1 = gh.T @ x, gh.sum(axis=0)
+        w1 -= lr * gw1
+        b1 -= lr * gb1
+        w2 -= lr * gw2
+        b2 -= lr * gb2
+    return {"fc1.weight": w1, "fc1.bias": b1, "fc2.weight": w2, "fc2.bias": b2}
+
+
+def generate_models(out_dir: Path) -> list[Path]:
+    """Bob's risk model, trained on bob's rows (``risk_model/bob.pt``), and its mock (random
+    weights of the same shapes). State dicts of float32 tensors, for HE encrypted predictions."""
+    import torch
+
+    bob_rng = np.random.default_rng(SEED).spawn(5)[1]
+    table = heart_table(bob_rng, 250, 20001, age_mean=52.0)
+    x = risk_features(table)
+    y = np.asarray(table["target"], dtype=float)
+    trained = train_risk_model(x, y)
+    mock_rng = np.random.default_rng(SEED + 2)
+    mock = {k: mock_rng.normal(0.0, 0.5, v.shape) for k, v in trained.items()}
+    written = []
+    for rel, state in (("risk_model/bob.pt", trained), ("risk_model/bob_mock.pt", mock)):
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+        torch.save(tensors, path)
+        written.append(path)
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``make_datasets.py [OUT_DIR]``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -180,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     out_dir = Path(args[0]) if args else Path(__file__).resolve().parent
-    for path in generate(out_dir):
+    for path in [*generate(out_dir), *generate_models(out_dir)]:
         print(path)
     return 0
 

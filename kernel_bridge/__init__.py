@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from . import he as he  # noqa: E402  (kb.he.context / encrypt / decrypt; TenSEAL loads on use)
 from ._version import __version__ as __version__
 from .errors import (  # noqa: E402
     ApprovalRequired,

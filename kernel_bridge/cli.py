@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import cli_he
 from .errors import ConfigError, SyftError
 from .owner.terminal import clean
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import plans_cli  # plans
 
     plans_cli.add_parser(sub)
+    cli_he.add_parser(sub)  # HE: syftlab he ...
 
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
@@ -365,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_budget(args)
         if args.command == "lab":
             return run_lab(args)
+        if args.command == "he":
+            return cli_he.run(args)
     except (SyftError, KeyError, ValueError) as exc:
         msg = exc.message if isinstance(exc, SyftError) else str(exc).strip("'\"")
         print(clean(f"syftlab: error: {msg}"), file=sys.stderr)

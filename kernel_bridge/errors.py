@@ -220,6 +220,20 @@ class PlanOutputRejected(SyftError):
 
 class SecureAggregationRequired(PermissionDenied):
     """The plan's outputs leave only as part of a secure aggregate, never in the clear."""
+# HE
+class HEError(SyftError):
+    """An HE context or ciphertext the worker will not use: one carrying a secret
+    key, one too shallow for the computation, or one SEAL finds malformed.
+
+    Nothing is counted or spent for a refused value.
+    """
+
+
+class PredictionLimitReached(PermissionDenied):
+    """The owner's limit on encrypted predictions for this scientist is used up.
+
+    ``data`` holds the ``asset`` and the ``limit``.
+    """
 
 
 WIRE_ERRORS: dict[str, type[SyftError]] = {
@@ -262,6 +276,8 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         PlanRunsExhausted,
         PlanOutputRejected,
         SecureAggregationRequired,
+        HEError,
+        PredictionLimitReached,
     )
 }
 

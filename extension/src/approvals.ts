@@ -1,6 +1,7 @@
-// The owner's "Approvals" panel: pending requests to decide, history, budget ledger.
+// The owner's "Approvals" panel: pending requests to decide, history, budget ledger, HE services.
 
 import { api, ILedgerRow, IOwnerRequest, post } from './api';
+import { refreshHEServices } from './heservices';
 import { clear, el, fmtEpsilon, table } from './dom';
 import { renderLineage } from './lineage';
 import { refreshPlans } from './plans';
@@ -8,7 +9,7 @@ import { PollingWidget } from './polling';
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 const IMAGE_MIMES = ['image/png', 'image/jpeg'];
-type Tab = 'pending' | 'history' | 'budget' | 'plans';
+type Tab = 'pending' | 'history' | 'budget' | 'plans' | 'he';
 
 function when(ts: number | null): string {
   return ts ? new Date(ts * 1000).toLocaleString() : '';
@@ -63,8 +64,9 @@ export class ApprovalsPanel extends PollingWidget {
     this.title.label = 'Approvals';
     this.title.closable = true;
     const tabs = el('div', 'syftlab-tabs');
-    for (const t of ['pending', 'history', 'budget', 'plans'] as Tab[]) {
-      const b = el('button', 'syftlab-tab jp-Button jp-mod-styled jp-mod-minimal', t[0].toUpperCase() + t.slice(1));
+    for (const t of ['pending', 'history', 'budget', 'plans', 'he'] as Tab[]) {
+      const label = t === 'he' ? 'HE' : t[0].toUpperCase() + t.slice(1);
+      const b = el('button', 'syftlab-tab jp-Button jp-mod-styled jp-mod-minimal', label);
       b.dataset.tab = t;
       b.onclick = () => this.showTab(t);
       tabs.appendChild(b);
@@ -74,7 +76,8 @@ export class ApprovalsPanel extends PollingWidget {
     this.history = el('div', 'syftlab-pane syftlab-history');
     this.budget = el('div', 'syftlab-pane syftlab-budget');
     this.plans = el('div', 'syftlab-pane syftlab-plans-pane');
-    this.node.append(tabs, this.status, this.pending, this.history, this.budget, this.plans);
+    this.he = el('div', 'syftlab-pane syftlab-he-services');
+    this.node.append(tabs, this.status, this.pending, this.history, this.budget, this.plans, this.he);
     this.showTab('pending');
   }
 
@@ -87,6 +90,7 @@ export class ApprovalsPanel extends PollingWidget {
     this.history.hidden = tab !== 'history';
     this.budget.hidden = tab !== 'budget';
     this.plans.hidden = tab !== 'plans';
+    this.he.hidden = tab !== 'he';
     void this.refresh();
   }
 
@@ -103,6 +107,8 @@ export class ApprovalsPanel extends PollingWidget {
         this.renderHistory(requests);
       } else if (this.tab === 'plans') {
         await refreshPlans(this.plans, () => void this.refresh());
+      } else if (this.tab === 'he') {
+        await refreshHEServices(this.he);
       } else {
         const r = await api<{ ledger: ILedgerRow[]; available: boolean }>('ledger');
         this.renderLedger(r.ledger, r.available);
@@ -225,5 +231,6 @@ export class ApprovalsPanel extends PollingWidget {
   private history: HTMLDivElement;
   private budget: HTMLDivElement;
   private plans: HTMLDivElement;
+  private he: HTMLDivElement;
   private busy = false;
 }

@@ -202,6 +202,16 @@ class PlanDecisionHandler(SyftlabHandler):
         self.reply({"plan": row})
 
 
+class HEHandler(SyftlabHandler):
+    """GET: the worker's HE services and each scientist's use of them (owner side)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        side = self.need(OwnerSide)
+        rows = await self.blocking(side.he_services)
+        self.reply({"services": rows})
+
+
 def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
     def u(path: str) -> str:
         return url_path_join(base_url, "syftlab", path)
@@ -218,4 +228,5 @@ def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
         (u("plans"), PlansHandler),
         (u(r"plans/([^/]+)"), PlanHandler),
         (u(r"plans/([^/]+)/(approve|deny|revoke)"), PlanDecisionHandler),
+        (u("he"), HEHandler),  # HE
     ]

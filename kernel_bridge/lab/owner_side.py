@@ -66,6 +66,12 @@ class OwnerSide:
     def deny(self, request_id: int, reason: str) -> dict[str, Any]:
         return self.owner.deny(request_id, reason).summary()
 
+    def he_services(self) -> list[dict[str, Any]]:
+        """HE services and each scientist's use of them (:func:`..owner.he_counter.overview`)."""
+        from ..owner.he_counter import overview
+
+        return overview(self.owner.store)
+
     def ledger(self) -> list[dict[str, Any]]:
         """The privacy-budget ledger per scientist and asset."""
         return [dict(row) for row in self.owner.budget()]

@@ -36,7 +36,8 @@ def load_value(path: Path, columns: list[ColumnSpec] | None = None) -> Value:
     ----------
     path : Path
         ``.csv`` or ``.parquet`` (DataFrame), ``.npy`` (ndarray, no pickles) or
-        ``.pt`` (a single tensor, loaded with ``weights_only=True``).
+        ``.pt`` (a single tensor, or a model's state_dict of tensors, loaded
+        with ``weights_only=True``).
     columns : list of ColumnSpec, optional
         Declared columns of a table: they are given their declared kinds
         (category columns become Categorical with the declared categories), in
@@ -91,10 +92,15 @@ def _load_tensor(path: Path) -> Any:
         raise ConfigError(
             f"{path}: not a plain tensor file (loaded with weights_only=True: {type(exc).__name__})"
         ) from exc
+    if isinstance(value, dict) and value and all(
+            isinstance(k, str) and k.rpartition(".")[2] in ("weight", "bias")
+            and isinstance(v, torch.Tensor) for k, v in value.items()):
+        return value  # a model: a state_dict of layers' weight/bias (served by HE, he_spec.py)
     if not isinstance(value, torch.Tensor):
         raise ConfigError(
             f"{path}: holds a {type(value).__name__}, expected a single tensor "
-            "(save one with torch.save(tensor, path))"
+            "(save one with torch.save(tensor, path)) or a model's state_dict of layers' "
+            "weight and bias"
         )
     return value
 
@@ -286,6 +292,11 @@ class Asset:
             schema: dict[str, Any] = {"columns": [_column_schema(c) for c in columns]}
             head = mock.head(max(mock_preview_rows, 0))
             preview: Any = json.loads(head.to_json(orient="records", date_format="iso"))
+        elif isinstance(mock, dict):  # a model (state_dict): parameter shapes only
+            shapes = {k: [int(d) for d in v.shape] for k, v in mock.items()}
+            schema = {"dtype": "model (state_dict)", "shape": None,
+                      "parameters": shapes if spec.show_shape else None}
+            preview = {"parameters": shapes}
         else:
             private = self.private()
             shape: list[int | None] | None = None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from kernel_bridge.errors import ConfigError
+from kernel_bridge.owner.he_spec import HESpec, parse_he
 
 # The asset declarations live below the owner side (dp/ uses them too); re-exported here.
 from kernel_bridge.specs import (
@@ -160,6 +161,8 @@ class WorkerConfig:
     tls_cert, tls_key : Path or None
         The owner's certificate and key (PEM); without them, with ``tls``, a
         self-signed certificate is made once and kept in the state directory.
+    he : dict of str to HESpec
+        HE services by asset (:mod:`kernel_bridge.owner.he_spec`).
     """
 
     name: str
@@ -181,6 +184,8 @@ class WorkerConfig:
     tls: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: HE services by asset name (``[assets.<name>.he]``, :mod:`.he_spec`).
+    he: dict[str, HESpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, SandboxLimits):
@@ -453,7 +458,7 @@ _ASSET_KEYS: dict[str, _Key] = {
     "show_shape": _Key("show_shape", _as_bool),
     "mock_rows": _Key("mock_rows", _as_int),
 }
-_ASSET_TABLES = frozenset({"columns", "dp"})  # sub-tables parsed on their own
+_ASSET_TABLES = frozenset({"columns", "dp", "he"})  # sub-tables parsed on their own
 _DP_KEYS: dict[str, _Key] = {
     "privacy_unit": _Key("privacy_unit", _as_str),
     "max_rows_per_id": _Key("max_rows_per_id", _as_int),
@@ -571,6 +576,11 @@ def _parse_document(doc: Mapping[str, Any], base: Path) -> WorkerConfig:
         name: _parse_asset(name, raw, base)
         for name, raw in _table(doc.get("assets", {}), "assets").items()
     }
+    # HE: each asset's [assets.<name>.he] table, parsed by .he_spec
+    for name, raw in _table(doc.get("assets", {}), "assets").items():
+        if "he" in raw:
+            with _within(f"assets.{name}"):
+                worker.setdefault("he", {})[name] = parse_he(raw["he"], assets[name])
     if "sandbox" in doc:
         limits = _convert(_table(doc["sandbox"], "sandbox"), _SANDBOX_KEYS, "sandbox", base)
         with _within("sandbox"):

@@ -41,6 +41,7 @@ from .revocation import RevocationWatch
 from .services import Handler, Service
 from .services.cells import CellService
 from .services.dp import DPService
+from .services.he import HEService
 from .services.objects import ObjectService
 from .services.plans import PlanService
 from .services.requests import RequestService
@@ -71,6 +72,7 @@ class WorkerServer:
                                         RequestService(self.ctx), self.dp]
         self.plans = PlanService(self.ctx, self.dp.ledger)  # plans
         self.services.append(self.plans)
+        self.services.append(HEService(self.ctx))  # HE
         #: op -> (service, handler); a service's ops are listed in its ops().
         self.handlers: dict[str, tuple[Service | None, Handler]] = {
             Op.PING: (None, self.op_ping)}

@@ -284,6 +284,22 @@ class AsyncWorker:
         ``epsilon_remaining``, ``delta_spent``, ``delta_limit``."""
         return dict((await self.call(Op.BUDGET))["budget"])
 
+    async def he_services(self) -> list[dict[str, Any]]:
+        """The worker's HE services (encrypted predictions, encrypted evaluation),
+        with your predictions used and your budgets."""
+        from . import he
+
+        return await he.services(self)
+
+    async def he_predict(self, pointer: Pointer, enc_x: Any) -> Any:
+        """``pointer.he_predict(enc_x)``: the owner's model on your encrypted input."""
+        return await pointer._ahe_predict(enc_x)
+
+    async def he_evaluate(self, pointer: Pointer, enc_weights: Any, metric: str = "mse"
+                          ) -> Any:
+        """``pointer.he_evaluate(enc_weights)``: an encrypted DP evaluation of your model."""
+        return await pointer._ahe_evaluate(enc_weights, metric)
+
     async def ping(self, timeout: float | None = None) -> float:
         """Round-trip time to the worker, in seconds.
 

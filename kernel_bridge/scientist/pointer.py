@@ -184,6 +184,28 @@ class Pointer:
         """:meth:`_aop`, as a new pointer."""
         return Pointer(self._session, await self._aop(kind, name, args, kwargs, reflected))
 
+    # HE (kernel_bridge/scientist/he.py)
+    async def _ahe_predict(self, enc_x: Any) -> Any:
+        """The owner's model (this asset) on your encrypted input; encrypted result.
+
+        See :func:`kernel_bridge.scientist.he.predict`.
+        """
+        from . import he
+
+        return await he.predict(self, enc_x)
+
+    async def _ahe_evaluate(self, enc_weights: Any, metric: str = "mse") -> Any:
+        """Your encrypted linear model scored on this asset's rows: an encrypted DP aggregate.
+
+        See :func:`kernel_bridge.scientist.he.evaluate`.
+        """
+        from . import he
+
+        return await he.evaluate(self, enc_weights, metric)
+
+    he_predict = blocking(_ahe_predict)
+    he_evaluate = blocking(_ahe_evaluate)
+
     get = blocking(_aget)
     request = blocking(_arequest)
     delete = blocking(_adelete)

@@ -147,6 +147,9 @@ class Worker:
     wait_plan = _blocking(AsyncWorker.wait_plan)
     refresh_plan = _blocking(AsyncWorker.refresh_plan)
     run_plan = _blocking(AsyncWorker.run_plan)
+    he_services = _blocking(AsyncWorker.he_services)  # HE
+    he_predict = _blocking(AsyncWorker.he_predict)
+    he_evaluate = _blocking(AsyncWorker.he_evaluate)
 
     @property
     def datasets(self) -> list[Dataset]:

@@ -28,6 +28,9 @@ EXT_DATETIME = 14
 EXT_DATE = 15
 EXT_TIMEDELTA = 16
 EXT_BYTES = 17
+# HE (kernel_bridge.wire.sealed)
+EXT_HE_CONTEXT = 18
+EXT_HE_VECTOR = 19
 
 #: Most nested containers (list, tuple, dict, set, frozenset, slice) in one value.
 MAX_DEPTH = 64
@@ -49,7 +52,8 @@ COMPLEX = struct.Struct("<dd")
 _SUPPORTED = (
     "None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, "
     "slice, Ellipsis, PointerRef, numpy arrays and scalars (bool, int, uint, float, complex), "
-    "torch tensors (dense), pandas DataFrame and Series, datetime, date, timedelta"
+    "torch tensors (dense), pandas DataFrame and Series, datetime, date, timedelta, "
+    "HE public contexts and CKKS vectors (kernel_bridge.wire.sealed)"
 )
 
 

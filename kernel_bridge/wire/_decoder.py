@@ -24,6 +24,8 @@ from kernel_bridge.wire._codes import (
     EXT_DATETIME,
     EXT_ELLIPSIS,
     EXT_FROZENSET,
+    EXT_HE_CONTEXT,
+    EXT_HE_VECTOR,
     EXT_NDARRAY,
     EXT_NPSCALAR,
     EXT_POINTER,
@@ -40,6 +42,7 @@ from kernel_bridge.wire._codes import (
 )
 from kernel_bridge.wire._cost import STREAM_ABOVE, costly_bytes, stream_unpack
 from kernel_bridge.wire.refs import MAX_POINTER_ID_LEN, PointerRef
+from kernel_bridge.wire.sealed import HEContextBytes, HEVectorBytes
 
 _HASH_CHECK_MIN = 64
 _MAX_SAME_HASH = 16
@@ -280,6 +283,14 @@ class Decoder:
         series.name = self.value(name, depth + 1)
         return series
 
+    def ext_he_context(self, data: bytes, depth: int) -> Any:
+        (index,) = self.fields(data, 1, "HE context")
+        return HEContextBytes(self.take(index).tobytes())
+
+    def ext_he_vector(self, data: bytes, depth: int) -> Any:
+        (index,) = self.fields(data, 1, "HE vector")
+        return HEVectorBytes(self.take(index).tobytes())
+
 
 _EXT_DECODERS: dict[int, Callable[[Decoder, bytes, int], Any]] = {
     EXT_TUPLE: Decoder.ext_tuple,
@@ -299,4 +310,6 @@ _EXT_DECODERS: dict[int, Callable[[Decoder, bytes, int], Any]] = {
     EXT_DATE: Decoder.ext_date,
     EXT_TIMEDELTA: Decoder.ext_timedelta,
     EXT_BYTES: Decoder.ext_bytes,
+    EXT_HE_CONTEXT: Decoder.ext_he_context,
+    EXT_HE_VECTOR: Decoder.ext_he_vector,
 }

@@ -26,6 +26,8 @@ from kernel_bridge.wire._codes import (
     EXT_DATETIME,
     EXT_ELLIPSIS,
     EXT_FROZENSET,
+    EXT_HE_CONTEXT,
+    EXT_HE_VECTOR,
     EXT_NDARRAY,
     EXT_NPSCALAR,
     EXT_POINTER,
@@ -41,6 +43,7 @@ from kernel_bridge.wire._codes import (
     unsupported,
 )
 from kernel_bridge.wire.refs import MAX_POINTER_ID_LEN, PointerRef
+from kernel_bridge.wire.sealed import HEContextBytes, HEVectorBytes, check_context, check_vector
 
 I64_MIN = -(2**63)
 U64_MAX = 2**64 - 1
@@ -228,6 +231,17 @@ class Encoder:
         index = self.add_buffer(view)
         p.pack_ext_type(EXT_NDARRAY, self.payload([dtype, shape, index], depth))
 
+    def write_he(self, p: msgpack.Packer, v: HEContextBytes | HEVectorBytes, depth: int) -> None:
+        # Re-checked: a frozen dataclass can still be forged with object.__setattr__.
+        if type(v) is HEContextBytes:
+            check_context(v.data)
+            code = EXT_HE_CONTEXT
+        else:
+            check_vector(v.data)
+            code = EXT_HE_VECTOR
+        index = self.add_buffer(memoryview(v.data))
+        p.pack_ext_type(code, self.payload([index], depth))
+
     def write_other(self, p: msgpack.Packer, v: Any, depth: int) -> None:
         if isinstance(v, np.generic):
             p.pack_ext_type(EXT_NPSCALAR, self.payload(_arrays.scalar_fields(v), depth))
@@ -272,4 +286,6 @@ _HANDLERS: dict[type, Callable[[Encoder, msgpack.Packer, Any, int], None]] = {
     _dt.timedelta: Encoder.write_timedelta,
     np.ndarray: Encoder.write_ndarray,
     np.memmap: Encoder.write_ndarray,
+    HEContextBytes: Encoder.write_he,
+    HEVectorBytes: Encoder.write_he,
 }

@@ -44,7 +44,15 @@ code  type         payload
 15    date         msgpack ``[y, mo, d]``
 16    timedelta    msgpack ``[days, seconds, microseconds]``
 17    bytes        msgpack ``[buf]``: bytes of 64 KiB or more, sent out of band
+18    HE context   msgpack ``[buf]``: a TenSEAL context without secret key
+                   (:class:`~kernel_bridge.wire.sealed.HEContextBytes`)
+19    HE vector    msgpack ``[buf]``: a TenSEAL CKKS vector
+                   (:class:`~kernel_bridge.wire.sealed.HEVectorBytes`)
 ====  ===========  ==========================================================
+
+HE values are checked structurally when decoded (size limits, TenSEAL's protobuf
+fields, SEAL headers; a context holding a secret key is refused); SEAL's own
+checks run when the worker loads them (:mod:`kernel_bridge.he.validate`).
 
 Decisions
 ---------
@@ -95,6 +103,8 @@ from kernel_bridge.wire._codes import (
     EXT_DATETIME,
     EXT_ELLIPSIS,
     EXT_FROZENSET,
+    EXT_HE_CONTEXT,
+    EXT_HE_VECTOR,
     EXT_NDARRAY,
     EXT_NPSCALAR,
     EXT_POINTER,
@@ -132,6 +142,8 @@ __all__ = [
     "EXT_DATETIME",
     "EXT_ELLIPSIS",
     "EXT_FROZENSET",
+    "EXT_HE_CONTEXT",
+    "EXT_HE_VECTOR",
     "EXT_NDARRAY",
     "EXT_NPSCALAR",
     "EXT_POINTER",

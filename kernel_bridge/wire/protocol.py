@@ -51,6 +51,11 @@ class Op(StrEnum):
     PLANS = "plans"
     WAIT_PLAN = "wait_plan"
     PLAN_RUN = "plan_run"
+    # HE (kernel_bridge/owner/services/he.py)
+    HE_CONTEXT = "he_context"
+    HE_PREDICT = "he_predict"
+    HE_EVALUATE = "he_evaluate"
+    HE_SERVICES = "he_services"
 
 
 class Action(StrEnum):
