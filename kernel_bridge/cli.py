@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import smpc_cli
 from .errors import ConfigError, SyftError
 from .owner.terminal import clean
 
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload bytes all sessions may have outstanding, MiB (default 16384)")
     w.add_argument("--upload-ttl", type=float,
                    help="seconds an upload ticket lives (default 60)")
+    w.add_argument("--dealer", action="store_true",  # smpc
+                   help="run as an SMPC dealer (crypto provider): holds no assets")
     w.add_argument("--ready-file", help=argparse.SUPPRESS)
     w.add_argument("-v", "--verbose", action="store_true")
 
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--cert", help="a PEM certificate (default: the state dir's own)")
     tf.add_argument("--state", help="the worker's state directory")
 
+    smpc_cli.add_parser(sub)  # smpc
+
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
     _state_arg(a)
@@ -169,6 +174,7 @@ def run_worker(args: argparse.Namespace) -> int:
             overrides[key] = int(getattr(args, flag) * 2**20)
     if args.upload_ttl is not None:
         overrides["upload_ttl"] = args.upload_ttl
+
     assets, mocks = parse_asset_flags(args.asset), parse_asset_flags(args.mock)
     if args.config:
         config = WorkerConfig.from_toml(args.config)
@@ -185,6 +191,10 @@ def run_worker(args: argparse.Namespace) -> int:
         state = overrides.pop("state")
         config = WorkerConfig.from_args(args.name, state=state, assets=assets, mocks=mocks,
                                         **overrides)
+    if args.dealer:  # smpc
+        import dataclasses
+
+        config = config.with_overrides(smpc=dataclasses.replace(config.smpc, dealer=True))
     server = WorkerServer(config)
 
     def ready(port: int) -> None:
@@ -351,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              keep_state=args.keep_state)
         if args.command == "audit":
             return run_audit(args)
+        if args.command == "smpc":
+            return smpc_cli.run(args)
         if args.command == "tls":
             return run_tls(args)
         if args.command == "budget":

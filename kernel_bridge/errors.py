@@ -194,6 +194,29 @@ class BudgetExhausted(SyftError):
     """
 
 
+# -- SMPC ----------------------------------------------------------------------
+class SMPCError(SyftError):
+    """A secure multi-party computation failed; no party holds on to it."""
+
+
+class UntrustedParty(SMPCError, AuthenticationError):
+    """A peer or dealer whose name and key the owner has not pinned (``[smpc]``, trust file)."""
+
+
+class MessageRejected(SMPCError):
+    """A party-to-party message was forged, altered, reordered or replayed; it was dropped.
+
+    ``data["why"]`` is one of ``forged``, ``replayed``, ``misrouted``, ``malformed``.
+    """
+
+
+class PartyUnavailable(SMPCError):
+    """A party (or the dealer) died, left or did not answer in time mid-protocol.
+
+    The computation is cancelled on every other party; ``data["party"]`` names it.
+    """
+
+
 WIRE_ERRORS: dict[str, type[SyftError]] = {
     cls.__name__: cls
     for cls in (
@@ -227,6 +250,10 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         InvalidURL,
         InvalidQuery,
         BudgetExhausted,
+        SMPCError,
+        UntrustedParty,
+        MessageRejected,
+        PartyUnavailable,
     )
 }
 

@@ -43,6 +43,7 @@ from .services.cells import CellService
 from .services.dp import DPService
 from .services.objects import ObjectService
 from .services.requests import RequestService
+from .services.smpc import SMPCService
 from .session import Session
 from .store import Store, hash_token
 
@@ -67,7 +68,8 @@ class WorkerServer:
         self.ctx = WorkerContext(config, self.store, self.assets)
         self.dp = DPService(self.ctx)
         self.services: list[Service] = [ObjectService(self.ctx), CellService(self.ctx),
-                                        RequestService(self.ctx), self.dp]
+                                        RequestService(self.ctx), self.dp,
+                                        SMPCService(self.ctx)]  # smpc
         #: op -> (service, handler); a service's ops are listed in its ops().
         self.handlers: dict[str, tuple[Service | None, Handler]] = {
             Op.PING: (None, self.op_ping)}

@@ -45,6 +45,18 @@ class Op(StrEnum):
     REQUESTS = "requests"
     DP_QUERY = "dp_query"
     BUDGET = "budget"
+    # smpc
+    SMPC_INFO = "smpc_info"
+    SMPC_SHARE = "smpc_share"
+    SMPC_ACCEPT = "smpc_accept"
+    SMPC_PUT = "smpc_put"
+    SMPC_DEAL = "smpc_deal"
+    SMPC_RUN = "smpc_run"
+    SMPC_ABORT = "smpc_abort"
+    SMPC_REVEAL = "smpc_reveal"
+    SMPC_REQUEST = "smpc_request"
+    SMPC_RESULT = "smpc_result"
+    SMPC_FREE = "smpc_free"
 
 
 class Action(StrEnum):
