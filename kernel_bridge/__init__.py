@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from . import smpc as smpc  # kb.smpc.share (its client names load lazily)
 from ._version import __version__ as __version__
 from .errors import (  # noqa: E402
     ApprovalRequired,

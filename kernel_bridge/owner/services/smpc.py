@@ -321,7 +321,7 @@ class SMPCService(Service):
     async def op_smpc_run(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """Run this party's program of one protocol op on shared inputs.
 
-        Takes ``cid``, ``op`` (a name in the OPS registry), ``inputs`` (sids),
+        Takes ``cid``, ``protocol`` (a name in the OPS registry), ``inputs`` (sids),
         ``params`` (public), ``out`` (the result's sid), ``parties`` and
         ``dealer`` (name, when the op needs material). Masked values are opened
         with the other parties only. Every wait has a timeout; a failure
@@ -330,9 +330,9 @@ class SMPCService(Service):
         """
         parties, urls = self._parties(msg)
         cid, out = self._cid(msg), self._cid(msg, "out")
-        spec = core_api.OPS.get(msg.get("op"))  # type: ignore[arg-type]
+        spec = core_api.OPS.get(msg.get("protocol"))  # type: ignore[arg-type]
         if spec is None:
-            raise ProtocolError(f"unknown SMPC op {str(msg.get('op'))[:40]!r}")
+            raise ProtocolError(f"unknown SMPC op {str(msg.get('protocol'))[:40]!r}")
         sids = msg.get("inputs")
         if not isinstance(sids, list) or not 1 <= len(sids) <= 16:
             raise ProtocolError("'inputs' lists 1 to 16 shared values")
@@ -376,7 +376,7 @@ class SMPCService(Service):
         if not isinstance(result, torch.Tensor):
             raise SMPCError("the protocol returned no share")
         value = Shared(result, parties, _merge_taint(inputs),
-                       [f"{out} = {msg.get('op')}({', '.join(map(str, sids))})"])
+                       [f"{out} = {msg.get('protocol')}({', '.join(map(str, sids))})"])
         self._put(session, out, value)
         return {"shape": value.shape, "taint": value.taint,
                 "online_s": time.perf_counter() - t0}
@@ -386,11 +386,18 @@ class SMPCService(Service):
         """Run a party program, exchanging each Open with the other parties."""
         answer: Any = None
         rnd = 0
-        while True:
+
+        def advance(answer: Any) -> tuple[bool, Any]:
+            # StopIteration cannot cross a thread's future: hand the result back instead.
             try:
-                step = await asyncio.to_thread(program.send, answer)
+                return False, program.send(answer)
             except StopIteration as stop:
-                return stop.value
+                return True, stop.value
+
+        while True:
+            finished, step = await asyncio.to_thread(advance, answer)
+            if finished:
+                return step
             if not isinstance(step, Open):
                 raise SMPCError("a protocol yielded something other than an Open")
             mine = list(step.values)
