@@ -209,7 +209,7 @@ class SharedTensor:
             raise SMPCError(f"no SMPC op {op!r}")
         params = dict(params or {})
         shapes = [tuple(v.shape) for v in inputs]
-        recipes = list(spec.recipes(shapes, params))
+        recipes = list(spec.recipes(shapes, params, len(p.cores)))
         if recipes and p.dealer is None:
             raise SMPCError("this op needs a dealer: share with dealer=<a dealer worker>")
         cid, out = new_id("c"), new_id("v")
@@ -273,30 +273,35 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             raise SMPCError("division by a shared value is not supported; divide by a public "
                             "number")
-        return self._run("mul_public", params={"value": _inv(_public(other))})
+        return self._run("div_public", params={"value": _public(other)})
 
     def __matmul__(self, other: SharedTensor) -> SharedTensor:
         if not isinstance(other, SharedTensor):
             raise SMPCError("share the other operand first (kb.smpc.share)")
         return self._run("matmul", [other])
 
-    def __gt__(self, other: Any) -> SharedTensor:
+    def __gt__(self, other: Any) -> SharedTensor:  # type: ignore[override]
+        """``[x > y]`` elementwise as shared 0.0/1.0 (the comparison protocol)."""
         if isinstance(other, SharedTensor):
-            return (self - other) > 0
+            return self._run("gt", [other])
         base = self if _is_zero(other) else self - other
-        return base._run("gt_zero")
+        return base._run("gtz")
 
-    def __lt__(self, other: Any) -> SharedTensor:
-        return (-self) > _neg(_public(other)) if not isinstance(other, SharedTensor) \
-            else other > self
+    def __lt__(self, other: Any) -> SharedTensor:  # type: ignore[override]
+        """``[x < y]`` elementwise as shared 0.0/1.0."""
+        if isinstance(other, SharedTensor):
+            return self._run("lt", [other])
+        base = self if _is_zero(other) else self - other
+        return base._run("ltz")
 
     def relu(self) -> SharedTensor:
         """``max(x, 0)`` elementwise (a comparison, then a multiplication)."""
         return self._run("relu")
 
-    def sum(self, dim: int | None = None) -> SharedTensor:
+    def sum(self, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
         """The sum of all elements (or along ``dim``): local, no communication."""
-        return self._run("sum", params={} if dim is None else {"dim": int(dim)})
+        return self._run("sum", params={"dim": None if dim is None else int(dim),
+                                        "keepdim": bool(keepdim)})
 
     def max(self, dim: int | None = None) -> SharedTensor:
         """The largest element (or along ``dim``), by a tree of comparisons."""
@@ -306,21 +311,11 @@ class SharedTensor:
         """The index of the largest element (or along ``dim``), as a shared value."""
         return self._run("argmax", params={} if dim is None else {"dim": int(dim)})
 
-    def conv2d(self, weight: SharedTensor, bias: SharedTensor | None = None,
-               stride: int = 1, padding: int = 0) -> SharedTensor:
+    def conv2d(self, weight: SharedTensor, stride: int = 1, padding: int = 0,
+               dilation: int = 1) -> SharedTensor:
         """2-D convolution of this (N, C, H, W) input with a shared (O, C, kh, kw) weight."""
-        others = [weight] if bias is None else [weight, bias]
-        return self._run("conv2d", others, params={"stride": stride, "padding": padding})
-
-    def reshape(self, *shape: int) -> SharedTensor:
-        """The same elements in another shape (local)."""
-        dims = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
-        return self._run("reshape", params={"shape": [int(d) for d in dims]})
-
-    @property
-    def T(self) -> SharedTensor:  # noqa: N802 - torch's spelling
-        """The transpose of a matrix (local)."""
-        return self._run("transpose")
+        return self._run("conv2d", [weight], params={"stride": stride, "padding": padding,
+                                                     "dilation": dilation})
 
     # -- revealing ----------------------------------------------------------------------
     async def _areveal(self) -> torch.Tensor:
@@ -446,11 +441,6 @@ def _reconstruct(shares: list[Any], shape: tuple[int, ...]) -> torch.Tensor:
 
 def _neg(v: Any) -> Any:
     return -v if isinstance(v, float) else (-torch.tensor(v, dtype=torch.float64)).tolist()
-
-
-def _inv(v: Any) -> Any:
-    return 1.0 / v if isinstance(v, float) else (1.0 / torch.tensor(v,
-                                                                     dtype=torch.float64)).tolist()
 
 
 def _is_zero(v: Any) -> bool:

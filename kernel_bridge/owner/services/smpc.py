@@ -345,7 +345,7 @@ class SMPCService(Service):
         t0 = time.perf_counter()
         try:
             shapes = [tuple(v.shape) for v in inputs]
-            recipes = list(spec.recipes(shapes, params))
+            recipes = list(spec.recipes(shapes, params, len(parties)))
             material: list[Any] = []
             if recipes:
                 dealer = msg.get("dealer")
