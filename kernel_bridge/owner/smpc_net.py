@@ -106,6 +106,7 @@ class PeerNet:
                 return
             await ws.send(reply)
             name = h.sender
+            self.audit("smpc_link", {"party": name[:64], "roles": sorted(roles)})
             old = self._in.get(name)
             self._in[name], self._roles[name] = ws, roles
             if old is not None:
