@@ -74,6 +74,7 @@ class Group:
     session: str
     request: int | None
     urls: dict[str, str]
+    own_url: str | None = None
 
 
 def _merge_taint(values: list[Shared]) -> dict[str, list[str]]:
@@ -163,6 +164,13 @@ class SMPCService(Service):
             raise ProtocolError(f"this worker ({self.name}) is not one of the parties")
         urls.pop(self.name, None)
         return tuple(names), urls
+
+    def _own_url(self, msg: dict[str, Any]) -> str | None:
+        """This worker's SMPC URL as the scientist reached it (peers answer questions there)."""
+        for p in msg.get("parties") or []:
+            if isinstance(p, dict) and p.get("name") == self.name:
+                return str(p.get("url"))[:300]
+        return None
 
     def _cid(self, msg: dict[str, Any], key: str = "cid") -> str:
         cid = msg.get(key)
@@ -473,7 +481,8 @@ class SMPCService(Service):
                 scientist=session.scientist, session_id=session.id, object_id=str(msg["sid"]),
                 kind="smpc", value_type="SharedTensor share", reason=text,
                 frame=codec.dumps(v.share), lineage=lineage)
-        self.groups[group] = Group(str(msg["sid"]), session.id, row.id if row else None, urls)
+        self.groups[group] = Group(str(msg["sid"]), session.id, row.id if row else None, urls,
+                                   self._own_url(msg))
         return {"request": row.public() if row else None}
 
     def _status(self, g: Group) -> str:
@@ -494,6 +503,9 @@ class SMPCService(Service):
                 sender in g.urls:
             status = self._status(g)
         url = g.urls.get(sender) if g is not None else None
+        if url is None and isinstance(doc, dict) and isinstance(doc.get("reply_to"), str) and \
+                doc["reply_to"].startswith("ws"):
+            url = doc["reply_to"][:300]  # an authenticated peer; the answer is sealed to it
         if url is not None:
             await self._send_doc(sender, url, m.cid, "status=", {"status": status})
 
@@ -522,7 +534,8 @@ class SMPCService(Service):
                 raise SMPCError(f"{p} has data in this value but is not a party")
 
         async def ask(p: str) -> str:
-            await self._send_doc(p, g.urls[p], group, "status?", {"sid": g.sid})
+            await self._send_doc(p, g.urls[p], group, "status?",
+                                 {"sid": g.sid, "reply_to": g.own_url})
             doc = await self._recv_doc(p, group, "status=")
             return str(doc.get("status")) if isinstance(doc, dict) else "unknown"
 
