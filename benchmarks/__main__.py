@@ -17,6 +17,7 @@ from . import core
 
 #: Modules whose import registers benchmarks, in the order they run.
 MODULES = ("bridge", "magic", "dp", "widgets", "hostile")
+MODULES += ("smpc",)  # smpc: over real workers with a dealer, vs CrypTen
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,8 @@ from .base import Handler, Service
 from .objects import kernels_of
 
 MAX_PARTIES = 8
+#: Programs on at most this many input elements run on the event loop (a step is µs).
+INLINE_ELEMENTS = 1 << 14
 #: Largest magnitude a shared value may have: fixed point leaves 63 - FRAC_BITS
 #: integer bits; one more is kept free so that a sum of two stays in range.
 MAX_MAGNITUDE = float(2 ** (62 - core_api.FRAC_BITS))
@@ -368,8 +370,10 @@ class SMPCService(Service):
                     raise SMPCError("the dealer's material was made for other shapes")
                 material = list(doc["material"])
             me = parties.index(self.name)
+            small = sum(v.share.numel() for v in inputs) <= INLINE_ELEMENTS
             result = await self._drive(spec.program(me, len(parties), [v.share for v in inputs],
-                                                    material, params), cid, parties, urls)
+                                                    material, params), cid, parties, urls,
+                                       inline=small)
         except SyftError as exc:
             await self.net.abort(cid, urls, exc)
             raise
@@ -390,8 +394,17 @@ class SMPCService(Service):
                 "online_s": time.perf_counter() - t0}
 
     async def _drive(self, program: Any, cid: str, parties: tuple[str, ...],
-                     urls: dict[str, str]) -> Any:
-        """Run a party program, exchanging each Open with the other parties."""
+                     urls: dict[str, str], inline: bool = False) -> Any:
+        """Run a party program, exchanging each Open with the other parties.
+
+        Its steps run in a thread (the worker keeps serving other sessions)
+        unless the tensors are small (``inline``), where a thread hop would
+        cost more than the step.
+        """
+
+        async def off(fn: Any, *args: Any) -> Any:
+            return fn(*args) if inline else await asyncio.to_thread(fn, *args)
+
         answer: Any = None
         rnd = 0
 
@@ -403,7 +416,7 @@ class SMPCService(Service):
                 return True, stop.value
 
         while True:
-            finished, step = await asyncio.to_thread(advance, answer)
+            finished, step = await off(advance, answer)
             if finished:
                 return step
             if not isinstance(step, Open):
@@ -411,7 +424,7 @@ class SMPCService(Service):
             mine = list(step.values)
             kind = f"open:{rnd}"
             rnd += 1
-            data = await asyncio.to_thread(codec.dumps, mine)
+            data = await off(codec.dumps, mine)
             sends = [self.net.send(p, urls[p], cid, kind, data) for p in urls]
             recvs = [self._recv_doc(p, cid, kind) for p in urls]
             got = await asyncio.gather(*sends, *recvs)
@@ -430,7 +443,7 @@ class SMPCService(Service):
                     out.append(acc)
                 return tuple(out)
 
-            answer = await asyncio.to_thread(combine)
+            answer = await off(combine)
 
     async def op_smpc_abort(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """Cancel a computation here and on the other parties (the scientist saw one fail)."""
