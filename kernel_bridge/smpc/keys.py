@@ -191,3 +191,18 @@ def trust(state_dir: str | os.PathLike[str], name: str, fp: str,
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def trust_each_other(members: list[tuple[str, Path, bool]]) -> None:
+    """Pin every member's key in every other member's trust file (local demos, one owner).
+
+    Parameters
+    ----------
+    members : list of (name, state dir, is_dealer)
+        The workers one person runs on one machine (``syftlab demo``, ``kb.launch``).
+    """
+    ids = {name: load_or_create(state, name) for name, state, _ in members}
+    for name, state, _ in members:
+        for other, _, dealer in members:
+            if other != name:
+                trust(state, other, ids[other].fingerprint, "dealer" if dealer else "peer")
