@@ -208,7 +208,7 @@ class SharedTensor:
         if spec is None:
             raise SMPCError(f"no SMPC op {op!r}")
         params = dict(params or {})
-        shapes = [tuple(v.shape) for v in inputs]
+        shapes = tuple(tuple(v.shape) for v in inputs)
         recipes = list(spec.recipes(shapes, params, len(p.cores)))
         if recipes and p.dealer is None:
             raise SMPCError("this op needs a dealer: share with dealer=<a dealer worker>")
@@ -262,7 +262,8 @@ class SharedTensor:
         return self._run("add_public", params={"value": _neg(_public(other))})
 
     def __rsub__(self, other: Any) -> SharedTensor:
-        return (-self) + other
+        out: SharedTensor = (-self) + other
+        return out
 
     def __neg__(self) -> SharedTensor:
         return self._run("neg")
@@ -283,14 +284,14 @@ class SharedTensor:
             raise SMPCError("share the other operand first (kb.smpc.share)")
         return self._run("matmul", [other])
 
-    def __gt__(self, other: Any) -> SharedTensor:  # type: ignore[override]
+    def __gt__(self, other: Any) -> SharedTensor:
         """``[x > y]`` elementwise as shared 0.0/1.0 (the comparison protocol)."""
         if isinstance(other, SharedTensor):
             return self._run("gt", [other])
         base = self if _is_zero(other) else self - other
         return base._run("gtz")
 
-    def __lt__(self, other: Any) -> SharedTensor:  # type: ignore[override]
+    def __lt__(self, other: Any) -> SharedTensor:
         """``[x < y]`` elementwise as shared 0.0/1.0."""
         if isinstance(other, SharedTensor):
             return self._run("lt", [other])

@@ -131,11 +131,12 @@ class TrustStore:
     def __init__(self, state_dir: str | os.PathLike[str],
                  pinned: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.path = Path(state_dir) / TRUST_FILE
-        self.pinned = {role: dict((pinned or {}).get(role, {})) for role in ROLES}
+        self.pinned: dict[str, dict[str, str]] = {
+            role: dict((pinned or {}).get(role, {})) for role in ROLES}
 
     def entries(self) -> dict[str, dict[str, str]]:
         """``{role: {name: fingerprint}}``: the TOML's pins, then the trust file's."""
-        out = {role: dict(self.pinned[role]) for role in ROLES}
+        out: dict[str, dict[str, str]] = {role: dict(self.pinned[role]) for role in ROLES}
         for role, table in read_trust_file(self.path).items():
             out[role].update(table)
         return out
@@ -152,7 +153,8 @@ class TrustStore:
     def trusts(self, name: str, public: bytes) -> set[Role]:
         """The roles ``name`` with key ``public`` is trusted in."""
         fp = fingerprint(public)
-        return {role for role, table in self.entries().items() if table.get(name) == fp}
+        entries = self.entries()
+        return {role for role in ROLES if entries[role].get(name) == fp}
 
 
 def read_trust_file(path: Path) -> dict[str, dict[str, str]]:

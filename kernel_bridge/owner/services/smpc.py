@@ -354,7 +354,7 @@ class SMPCService(Service):
             raise ProtocolError("'params' is a map")
         t0 = time.perf_counter()
         try:
-            shapes = [tuple(v.shape) for v in inputs]
+            shapes = tuple(tuple(v.shape) for v in inputs)
             recipes = list(spec.recipes(shapes, params, len(parties)))
             material: list[Any] = []
             if recipes:
@@ -371,9 +371,9 @@ class SMPCService(Service):
                 material = list(doc["material"])
             me = parties.index(self.name)
             small = sum(v.share.numel() for v in inputs) <= INLINE_ELEMENTS
-            result = await self._drive(spec.program(me, len(parties), [v.share for v in inputs],
-                                                    material, params), cid, parties, urls,
-                                       inline=small)
+            shares = tuple(v.share for v in inputs)
+            result = await self._drive(spec.program(me, len(parties), shares, material, params),
+                                       cid, parties, urls, inline=small)
         except SyftError as exc:
             await self.net.abort(cid, urls, exc)
             raise
