@@ -1,8 +1,11 @@
 """Direct worker-to-worker links for SMPC: a listener, outgoing links and a mailbox.
 
-Each ordered pair of workers has one link, opened by the sender to the
-receiver's SMPC port: a :mod:`~kernel_bridge.smpc.channel` handshake, in which
-both ends check the other's name and key against their owner's pins
+Each ordered pair of workers has one link, a TCP connection opened by the
+sender to the receiver's SMPC port, carrying length-prefixed frames (plain
+TCP: a websocket's framing and masking cost more than the AEAD on the
+megabytes a matmul opens, and the frames are sealed anyway). It starts with a
+:mod:`~kernel_bridge.smpc.channel` handshake, in which both ends check the
+other's name and key against their owner's pins
 (:class:`~kernel_bridge.smpc.keys.TrustStore`), then sealed messages in order.
 Messages are filed by (sender, computation id, kind) in a mailbox that the
 protocol waits on, always with a timeout. A link that drops or carries a
@@ -15,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
-
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, serve
+from urllib.parse import urlparse
 
 from ..errors import MessageRejected, PartyUnavailable, SyftError, UntrustedParty
 from ..smpc import channel
@@ -32,14 +33,42 @@ log = logging.getLogger("syftlab.smpc")
 #: Largest sealed message (the material of a 1000x1000 matmul is ~24 MB per party).
 MAX_MESSAGE = 1 << 30
 HANDSHAKE_TIMEOUT = 10.0
+_FRAME = struct.Struct("<Q")
+
+
+class LinkClosed(Exception):
+    """The far end closed the link (or sent a frame over the size limit)."""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """One length-prefixed frame."""
+    try:
+        (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+        if size > MAX_MESSAGE:
+            raise LinkClosed("frame over the limit")
+        return await reader.readexactly(size)
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise LinkClosed(str(exc)) from None
+
+
+def write_frame(writer: asyncio.StreamWriter, frame: Any) -> None:
+    """Queue one length-prefixed frame (the caller drains)."""
+    writer.write(_FRAME.pack(memoryview(frame).nbytes))
+    writer.write(frame)
 
 Key = tuple[str, str, str]  # (sender, cid, kind)
+Payload = bytes | bytearray
 
 
 class _OutLink:
-    def __init__(self, ws: ClientConnection, sender: channel.Sender) -> None:
-        self.ws, self.sender = ws, sender
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 sender: channel.Sender) -> None:
+        self.reader, self.writer, self.sender = reader, writer, sender
         self.lock = asyncio.Lock()
+
+    @property
+    def open(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
 
 
 class PeerNet:
@@ -65,10 +94,10 @@ class PeerNet:
         self._start_lock = asyncio.Lock()
         self._out: dict[str, _OutLink] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
-        self._in: dict[str, ServerConnection] = {}
+        self._in: dict[str, asyncio.StreamWriter] = {}
         self._roles: dict[str, set[Role]] = {}
-        self._arrived: dict[Key, bytes] = {}
-        self._waiting: dict[Key, asyncio.Future[bytes]] = {}
+        self._arrived: dict[Key, Payload] = {}
+        self._waiting: dict[Key, asyncio.Future[Payload]] = {}
         #: cid -> error, for computations cancelled (a later wait fails at once).
         self._failed: dict[str, tuple[float, SyftError]] = {}
         #: kinds answered by a callback instead of the mailbox (e.g. approval status).
@@ -79,53 +108,51 @@ class PeerNet:
         """Listen on a free port (once); returns it."""
         async with self._start_lock:
             if self._server is None:
-                self._server = await serve(self._incoming, self.host, 0, max_size=MAX_MESSAGE,
-                                           compression=None, max_queue=64,
-                                           open_timeout=HANDSHAKE_TIMEOUT, ping_interval=5,
-                                           ping_timeout=10)
-                self.port = next(iter(self._server.sockets)).getsockname()[1]
+                self._server = await asyncio.start_server(self._incoming, self.host, 0)
+                self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
         for link in list(self._out.values()):
-            await link.ws.close()
+            link.writer.close()
 
-    async def _incoming(self, ws: ServerConnection) -> None:
+    async def _incoming(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
         name = None
         try:
-            hello = await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT)
-            if not isinstance(hello, bytes):
-                raise MessageRejected("text frame in an SMPC link", why="malformed")
+            hello = await asyncio.wait_for(read_frame(reader), HANDSHAKE_TIMEOUT)
             h, reply, receiver = channel.respond(self.me, hello)
             roles = self.trust.trusts(h.sender, h.static)
             if not roles:
                 self.audit("smpc_untrusted", {"party": h.sender[:64]})
-                await ws.close(1008, "untrusted")
                 return
-            await ws.send(reply)
+            write_frame(writer, reply)
+            await writer.drain()
             name = h.sender
             self.audit("smpc_link", {"party": name[:64], "roles": sorted(roles)})
             old = self._in.get(name)
-            self._in[name], self._roles[name] = ws, roles
+            self._in[name], self._roles[name] = writer, roles
             if old is not None:
-                await old.close(1000, "replaced")
-            async for frame in ws:
-                if not isinstance(frame, bytes):
-                    raise MessageRejected("text frame in an SMPC link", why="malformed")
-                msg = receiver.open(frame)
+                old.close()
+            while True:
+                frame = await read_frame(reader)
+                if len(frame) > 1 << 20:
+                    msg = await asyncio.to_thread(receiver.open, frame)
+                else:
+                    msg = receiver.open(frame)
                 self._deliver(name, msg)
         except MessageRejected as exc:
             self.audit("smpc_rejected", {"party": (name or "?")[:64], "why": exc.data.get("why")})
             log.warning("SMPC link from %s: %s", name, exc.message)
             if name is not None:
                 self._fail_sender(name, exc)
-            await ws.close(1008, "rejected")
-        except (TimeoutError, websockets.ConnectionClosed):
+        except (TimeoutError, LinkClosed, ConnectionError):
             pass
         finally:
-            if name is not None and self._in.get(name) is ws:
+            writer.close()
+            if name is not None and self._in.get(name) is writer:
                 del self._in[name]
                 self._fail_sender(name, PartyUnavailable(
                     f"SMPC party {name!r} left (its link closed)", party=name))
@@ -161,22 +188,20 @@ class PeerNet:
         lock = self._connecting.setdefault(peer, asyncio.Lock())
         async with lock:
             link = self._out.get(peer)
-            if link is not None and link.ws.state.name == "OPEN":
+            if link is not None and link.open:
                 return link
+            where = urlparse(url)
             try:
-                ws = await asyncio.wait_for(connect(url, max_size=MAX_MESSAGE, compression=None,
-                                                    open_timeout=HANDSHAKE_TIMEOUT,
-                                                    ping_interval=5, ping_timeout=10),
-                                            HANDSHAKE_TIMEOUT)
-            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(where.hostname, where.port), HANDSHAKE_TIMEOUT)
+            except (OSError, TimeoutError, ValueError) as exc:
                 raise PartyUnavailable(f"SMPC party {peer!r} cannot be reached "
                                        f"({type(exc).__name__})", party=peer) from None
             init = channel.Initiator(self.me, peer)
             try:
-                await ws.send(init.hello())
-                reply = await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT)
-                if not isinstance(reply, bytes):
-                    raise MessageRejected("text frame in an SMPC handshake", why="malformed")
+                write_frame(writer, init.hello())
+                await writer.drain()
+                reply = await asyncio.wait_for(read_frame(reader), HANDSHAKE_TIMEOUT)
 
                 def check(name: str, static: bytes) -> None:
                     if not self.trust.trusts(name, static):
@@ -184,39 +209,34 @@ class PeerNet:
                                              "owner trusts (or its key changed)", party=name)
 
                 sender = init.finish(reply, check)
-            except (websockets.ConnectionClosed, TimeoutError):
-                await ws.close()
+            except (LinkClosed, ConnectionError, TimeoutError):
+                writer.close()
                 raise PartyUnavailable(f"SMPC party {peer!r} refused the link (does its owner "
                                        "trust this worker?)", party=peer) from None
             except SyftError:
-                await ws.close()
+                writer.close()
                 raise
-            link = _OutLink(ws, sender)
+            link = _OutLink(reader, writer, sender)
             self._out[peer] = link
             return link
 
-    async def send(self, peer: str, url: str, cid: str, kind: str,
-                   payload: bytes | memoryview) -> None:
+    async def send(self, peer: str, url: str, cid: str, kind: str, payload: Any) -> None:
         """Seal and send one message to ``peer`` (linking to ``url`` first if needed)."""
         link = await self._link(peer, url)
         async with link.lock:  # sequence numbers in send order
-            if len(payload) > 1 << 20:
+            if memoryview(payload).nbytes > 1 << 20:
                 frame = await asyncio.to_thread(link.sender.seal, cid, kind, payload)
             else:
                 frame = link.sender.seal(cid, kind, payload)
             try:
-                await link.ws.send(frame)
-            except websockets.ConnectionClosed:
+                write_frame(link.writer, frame)
+                await link.writer.drain()
+            except ConnectionError:
                 self._out.pop(peer, None)
                 raise PartyUnavailable(f"SMPC party {peer!r} left", party=peer) from None
 
-    async def send_raw(self, peer: str, url: str, frame: bytes) -> None:
-        """Send an already sealed frame as it is (tests: a replay must be rejected)."""
-        link = await self._link(peer, url)
-        await link.ws.send(frame)
-
     # -- receiving --------------------------------------------------------------
-    async def recv(self, sender: str, cid: str, kind: str, timeout: float) -> bytes:
+    async def recv(self, sender: str, cid: str, kind: str, timeout: float) -> Payload:
         """The payload of message (``sender``, ``cid``, ``kind``), waiting up to ``timeout``."""
         if cid in self._failed:
             raise self._failed[cid][1]
@@ -225,7 +245,7 @@ class PeerNet:
             return self._arrived.pop(key)
         if key in self._waiting:
             raise SyftError("two waits on one SMPC message")
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
         self._waiting[key] = fut
         try:
             return await asyncio.wait_for(fut, timeout)

@@ -12,7 +12,9 @@ so only the two pinned workers can compute it (the static terms), and every
 link has a new key (the ephemeral terms): a message recorded on an old link,
 even of a worker since restarted, never opens on a new one.
 
-Each message is sealed with ChaCha20-Poly1305. Its header (sent in the clear,
+Each message is sealed with AES-256-GCM (three times faster than
+ChaCha20-Poly1305 on CPUs with AES instructions, which matters for the
+megabytes a large matmul opens). Its header (sent in the clear,
 authenticated as associated data) binds it to the computation id, the sender,
 the receiver, a kind and the link's sequence number; the nonce is the sequence
 number, and the receiver accepts only the next one in order. So a forged or
@@ -34,7 +36,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -45,6 +47,7 @@ PROTOCOL = b"syftlab-smpc-link-v1"
 #: Largest header accepted (names, computation id, kind): a few hundred bytes in practice.
 MAX_HEADER = 1024
 _LEN = struct.Struct("<H")
+TAG = 16  # GCM tag bytes
 
 
 def _raw(key: X25519PrivateKey) -> bytes:
@@ -142,33 +145,42 @@ class Message:
     cid: str
     kind: str
     seq: int
-    payload: bytes
+    payload: bytearray
 
 
 class Sender:
     """The sealing end of a link (one direction; sequence numbers from 0)."""
 
     def __init__(self, key: bytes, sender: str, receiver: str) -> None:
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = AESGCM(key)
         self.sender, self.receiver = sender, receiver
         self.seq = 0
 
-    def seal(self, cid: str, kind: str, payload: bytes | memoryview) -> bytes:
-        """One message, bound to (``cid``, sender, receiver, kind, sequence number)."""
+    def seal(self, cid: str, kind: str, payload: bytes | bytearray | memoryview) -> bytearray:
+        """One message, bound to (``cid``, sender, receiver, kind, sequence number).
+
+        The ciphertext is written straight after the header, in one pass over
+        the payload (any buffer: bytes, or a tensor's memory).
+        """
         header = bytes(msgpack.packb([self.sender, self.receiver, self.seq, cid, kind]))
         if len(header) > MAX_HEADER:
             raise ProtocolError("an SMPC message header is too long")
         nonce = self.seq.to_bytes(12, "little")
         self.seq += 1
-        return _LEN.pack(len(header)) + header + self._aead.encrypt(nonce, bytes(payload),
-                                                                    header)
+        body = memoryview(payload).cast("B")
+        start = 2 + len(header)
+        frame = bytearray(start + body.nbytes + TAG)
+        _LEN.pack_into(frame, 0, len(header))
+        frame[2:start] = header
+        self._aead.encrypt_into(nonce, body, header, memoryview(frame)[start:])
+        return frame
 
 
 class Receiver:
     """The opening end of a link: accepts only the next sequence number, from its peer."""
 
     def __init__(self, key: bytes, sender: str, receiver: str) -> None:
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = AESGCM(key)
         self.sender, self.receiver = sender, receiver
         self.seq = 0
 
@@ -193,9 +205,12 @@ class Receiver:
             raise MessageRejected(
                 f"an SMPC message out of order (sequence {seq}, expected {self.seq}) was "
                 "dropped: replayed or reordered", why="replayed")
+        body = data[2 + hlen:]
+        if body.nbytes < TAG:
+            raise MessageRejected("a truncated SMPC message was dropped", why="forged")
+        payload = bytearray(body.nbytes - TAG)  # writable: tensors can view it without a copy
         try:
-            payload = self._aead.decrypt(seq.to_bytes(12, "little"), bytes(data[2 + hlen:]),
-                                         header)
+            self._aead.decrypt_into(seq.to_bytes(12, "little"), body, header, payload)
         except InvalidTag:
             raise MessageRejected("an SMPC message failed authentication (forged or "
                                   "altered) and was dropped", why="forged") from None
@@ -208,8 +223,8 @@ def new_id(prefix: str = "c") -> str:
     return f"{prefix}_{os.urandom(16).hex()}"
 
 
-def describe(frame: bytes) -> dict[str, Any]:
+def describe(frame: bytes | bytearray) -> dict[str, Any]:
     """The clear header of a sealed frame (what a relay or an eavesdropper sees)."""
     (hlen,) = _LEN.unpack_from(frame, 0)
-    sender, receiver, seq, cid, kind = msgpack.unpackb(frame[2:2 + hlen], raw=False)
+    sender, receiver, seq, cid, kind = msgpack.unpackb(bytes(frame[2:2 + hlen]), raw=False)
     return {"from": sender, "to": receiver, "seq": seq, "cid": cid, "kind": kind}

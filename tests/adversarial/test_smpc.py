@@ -4,6 +4,7 @@ owner's approval, forged and replayed party-to-party messages, a party killed mi
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import struct
 import threading
 import time
@@ -14,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from websockets.sync.client import connect as ws_connect
 
 import kernel_bridge as kb
 from kernel_bridge.errors import (
@@ -133,11 +133,31 @@ def mallory(smpc_workers: Workers, tmp_path: Path) -> tuple[keys.Identity, kb.Wo
     return me, bob, f"ws://127.0.0.1:{port}"
 
 
-def _link(me: keys.Identity, url: str) -> tuple[Any, channel.Sender]:
-    ws = ws_connect(url, max_size=None)
+class _Peer:
+    """A raw SMPC link as an attacker holds it: length-prefixed frames over TCP."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+
+    def send(self, frame: bytes | bytearray) -> None:
+        self.sock.sendall(struct.pack("<Q", len(frame)) + bytes(frame))
+
+    def recv(self) -> bytes:
+        head = self.sock.recv(8, socket.MSG_WAITALL)
+        if len(head) < 8:
+            raise ConnectionError("closed")
+        return self.sock.recv(struct.unpack("<Q", head)[0], socket.MSG_WAITALL)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _link(me: keys.Identity, url: str) -> tuple[_Peer, channel.Sender]:
+    peer = _Peer(url)
     init = channel.Initiator(me, "bob")
-    ws.send(init.hello())
-    return ws, init.finish(ws.recv(), lambda name, static: None)
+    peer.send(init.hello())
+    return peer, init.finish(peer.recv(), lambda name, static: None)
 
 
 def _accept_in_background(bob: kb.Worker, cid: str, sid: str
@@ -193,10 +213,10 @@ def test_unpinned_peer_refused(smpc_workers: Workers, tmp_path: Path) -> None:
     _, bob, _ = smpc_workers
     stranger = keys.load_or_create(tmp_path, "alice")  # claims a trusted name, wrong key
     port = bob._call(Op.SMPC_INFO)["smpc"]["port"]
-    ws = ws_connect(f"ws://127.0.0.1:{port}")
-    ws.send(channel.Initiator(stranger, "bob").hello())
-    with pytest.raises(Exception):  # noqa: B017 - closed without a handshake reply
-        ws.recv(timeout=10)
+    peer = _Peer(f"ws://127.0.0.1:{port}")
+    peer.send(channel.Initiator(stranger, "bob").hello())
+    with pytest.raises(ConnectionError):  # closed without a handshake reply
+        peer.recv()
     o = kb.Owner(bob.process.state)
     assert any(e["event"] == "smpc_untrusted" for e in o.audit())
     o.close()

@@ -421,26 +421,21 @@ class SMPCService(Service):
                 return step
             if not isinstance(step, Open):
                 raise SMPCError("a protocol yielded something other than an Open")
-            mine = list(step.values)
+            mine = [v.contiguous() for v in step.values]
             kind = f"open:{rnd}"
             rnd += 1
-            data = await off(codec.dumps, mine)
+            data = await off(_pack, mine)
             sends = [self.net.send(p, urls[p], cid, kind, data) for p in urls]
-            recvs = [self._recv_doc(p, cid, kind) for p in urls]
+            recvs = [self.net.recv(p, cid, kind, self.timeout) for p in urls]
             got = await asyncio.gather(*sends, *recvs)
             theirs = got[len(sends):]
 
-            def combine(theirs: list[Any] = theirs, mine: list[Any] = mine,
+            def combine(theirs: list[Any] = theirs, mine: list[torch.Tensor] = mine,
                         how: str = step.combine) -> tuple[torch.Tensor, ...]:
-                out = []
-                for i, t in enumerate(mine):
-                    acc = t.clone()
-                    for other in theirs:
-                        o = other[i]
-                        if not isinstance(o, torch.Tensor) or o.shape != t.shape:
-                            raise SMPCError("a party opened a value of another shape")
-                        acc = acc + o if how == "add" else acc ^ o
-                    out.append(acc)
+                out = list(mine)
+                for payload in theirs:
+                    for i, o in enumerate(_unpack(payload, mine)):
+                        out[i] = out[i] + o if how == "add" else out[i] ^ o
                 return tuple(out)
 
             answer = await off(combine)
@@ -576,6 +571,27 @@ class SMPCService(Service):
             if isinstance(s, str):
                 self.values.pop((session.id, s), None)
         return {}
+
+
+def _pack(values: list[torch.Tensor]) -> Any:
+    """An Open's contributions as one flat buffer (the receiver knows shapes and dtypes:
+    its own contributions have the same)."""
+    flat = [v.reshape(-1).numpy().view(np.uint8) for v in values]
+    return flat[0] if len(flat) == 1 else np.concatenate(flat)
+
+
+def _unpack(payload: bytearray, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A peer's contributions, shaped like ours; a wrong length is a typed error."""
+    sizes = [v.numel() * v.element_size() for v in like]
+    if len(payload) != sum(sizes):
+        raise SMPCError("a party opened values of other shapes")
+    out, offset = [], 0
+    for v, size in zip(like, sizes, strict=True):
+        t = torch.frombuffer(payload, dtype=v.dtype, count=v.numel(), offset=offset) \
+            if size else torch.empty(0, dtype=v.dtype)
+        out.append(t.reshape(v.shape))
+        offset += size
+    return out
 
 
 def _recipe_doc(r: Recipe) -> dict[str, Any]:
