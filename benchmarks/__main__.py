@@ -16,7 +16,8 @@ import time
 from . import core
 
 #: Modules whose import registers benchmarks, in the order they run.
-MODULES = ("bridge", "magic", "dp", "widgets", "hostile")
+MODULES = ("bridge", "magic", "dp", "widgets", "hostile",
+           "smpc_local")  # SMPC (in-process engine vs CrypTen)
 MODULES += ("smpc",)  # smpc: over real workers with a dealer, vs CrypTen
 
 

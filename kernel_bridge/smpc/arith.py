@@ -47,22 +47,30 @@ _OFFSET = 1 << 62
 def beaver(party: int, x: torch.Tensor, y: torch.Tensor, m: Material, op: Bilinear) -> Gen:
     """Shares of ``op(x, y)`` for a bilinear ``op``, from a triple of the same ``op``. 1 round."""
     d, e = yield Open((x - m["a"], y - m["b"]))
-    if party == 0:
-        return m["c"] + op(d, m["b"] + e) + op(m["a"], e)
-    return m["c"] + op(d, m["b"]) + op(m["a"], e)
+    b = m["b"] + e if party == 0 else m["b"]
+    if op is ring.ring_matmul and d.dim() == 2 and e.dim() == 2:
+        # d @ b + a @ e as one product with a twice longer inner dimension.
+        return m["c"] + ring.ring_matmul(torch.cat((d, m["a"]), 1), torch.cat((b, e), 0))
+    if op is torch.mul and d.shape == b.shape == m["a"].shape == e.shape:
+        return torch.addcmul(m["c"], d, b).addcmul_(m["a"], e)  # fewer passes over memory
+    return m["c"] + op(d, b) + op(m["a"], e)
 
 
 def truncate(party: int, x: torch.Tensor, m: Material, bits: int = fixed.FRAC_BITS) -> Gen:
     """Shares of ``x / 2^bits`` (within one ulp, see the module docstring). 1 round."""
-    u = x + _OFFSET if party == 0 else x
-    (c,) = yield Open((u - m["r"],))
-    # wrap of c + r: msb(c) OR msb(r), with c public.
-    w = torch.where(c < 0, torch.ones_like(m["msb"]) if party == 0 else torch.zeros_like(m["msb"]),
-                    m["msb"])
-    out = m["hi"] - (w << (64 - bits))
+    u = x - m["r"]
     if party == 0:
-        c_hi = (c >> bits) & ((1 << (64 - bits)) - 1)
-        out = out + c_hi - (1 << (62 - bits)) + 1
+        u += _OFFSET
+    (c,) = yield Open((u,))
+    # wrap of c + r: msb(c) OR msb(r), with c public; out = hi - wrap * 2^(64 - bits).
+    w = m["msb"].masked_fill(c < 0, 1 if party == 0 else 0)
+    w <<= 64 - bits
+    out = m["hi"] - w
+    if party == 0:
+        c_hi = c >> bits
+        c_hi &= (1 << (64 - bits)) - 1
+        out += c_hi
+        out += 1 - (1 << (62 - bits))
     return out
 
 
@@ -130,7 +138,7 @@ def _div_plan(value: Any) -> tuple[str, int, int]:
     """How to divide by the public scalar ``value``: (``"mul"`` | ``"shift"``, multiplier, bits)."""
     c = float(_public(value).reshape(-1)[0]) if _public(value).numel() == 1 else math.nan
     if not math.isfinite(c) or c == 0:
-        raise PrecisionError("division needs a finite, non-zero public scalar")
+        raise PrecisionError("division needs one finite, non-zero public number (a scalar)")
     if abs(c) <= 1:
         return ("mul", 0, fixed.FRAC_BITS)
     e = math.ceil(math.log2(abs(c)))
@@ -224,6 +232,32 @@ def _conv_program(party: int, n: int, xs: Inputs, m: list[Material], p: Params) 
     return _fixed_product(conv)(party, n, xs, m, p)
 
 
+def _reshape(party: int, n: int, xs: Inputs, m: list[Material], p: Params) -> Gen:
+    shape = _reshape_shape((tuple(xs[0].shape),), p)
+    return local_program(xs[0].reshape(shape).clone())
+
+
+def _reshape_shape(shapes: Shapes, p: Params) -> Shape:
+    try:
+        return tuple(torch.empty(shapes[0], device="meta").reshape(tuple(p["shape"])).shape)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise ShapeError(f"cannot reshape {shapes[0]} to {p.get('shape')}") from exc
+
+
+def _transpose(party: int, n: int, xs: Inputs, m: list[Material], p: Params) -> Gen:
+    _transpose_shape((tuple(xs[0].shape),), p)
+    return local_program(xs[0].transpose(int(p.get("dim0", 0)),
+                                         int(p.get("dim1", 1))).contiguous())
+
+
+def _transpose_shape(shapes: Shapes, p: Params) -> Shape:
+    try:
+        t = torch.empty(shapes[0], device="meta")
+        return tuple(t.transpose(int(p.get("dim0", 0)), int(p.get("dim1", 1))).shape)
+    except (RuntimeError, IndexError) as exc:
+        raise ShapeError(f"cannot transpose {shapes[0]} with {p}") from exc
+
+
 def _none(shapes: Shapes, p: Params, n: int) -> list[Recipe]:
     return []
 
@@ -233,6 +267,9 @@ SPECS = (
     OpSpec("sub", 2, _none, _sub, _broadcast, "0", "x - y"),
     OpSpec("neg", 1, _none, _neg, _same, "0", "-x"),
     OpSpec("sum", 1, _none, _sum, _sum_shape, "0", "x.sum(dim=None|int, keepdim=False)"),
+    OpSpec("reshape", 1, _none, _reshape, _reshape_shape, "0", "x.reshape(shape)"),
+    OpSpec("transpose", 1, _none, _transpose, _transpose_shape, "0",
+           "x.transpose(dim0=0, dim1=1)"),
     OpSpec("add_public", 1, _none, _add_public,
            lambda s, p: _broadcast((s[0], tuple(_public(p["value"]).shape)), p), "0",
            "x + value (public number or tensor)"),

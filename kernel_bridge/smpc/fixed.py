@@ -14,9 +14,11 @@ read as a signed 64-bit integer. With ``FRAC_BITS = 16``:
   result element satisfies ``|result| < 2**30 ≈ 1.07e9`` (:data:`MAX_PRODUCT`);
   beyond that the result is garbage (wrap-around), which tests check at the
   edge. Intermediate terms of a sum may exceed it; only the result counts.
-* **Division by a public number** multiplies by its reciprocal carried with
-  :data:`DIV_BITS` significant bits (relative error ``<= 2**-21``) and needs
-  ``|x| < 2**(46 - DIV_BITS) = 2**26 ≈ 6.7e7``.
+* **Division by a public number** ``c`` with ``|c| > 1`` multiplies by its
+  reciprocal carried with :data:`DIV_BITS` significant bits (relative error
+  ``<= 2**-21``, plus the one-ulp truncation) and needs
+  ``|x| < 2**(45 - DIV_BITS) = 2**25 ≈ 3.4e7``; with ``|c| <= 1`` it is a
+  fixed-point product by ``1/c`` (``|x / c| < 2**30``).
 
 :func:`encode` refuses non-finite values and values of ``|x| >= MAX_ABS`` with a
 typed :class:`~.errors.PrecisionError`.

@@ -26,10 +26,12 @@ from .spec import Params
 
 @dataclass
 class View:
-    """What one party saw: its inputs, its material and every opened value."""
+    """What one party saw: its inputs, its material, every other party's contribution to
+    each opening (the messages a networked party receives) and every opened value."""
 
     inputs: tuple[torch.Tensor, ...]
     material: list[Material]
+    received: list[torch.Tensor] = field(default_factory=list)
     opened: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -140,11 +142,14 @@ def execute(op_name: str, shares_per_input: Sequence[Sequence[torch.Tensor]],
     while any(r is not None for r in requests):
         if any(r is None for r in requests):
             raise ShapeError("a party finished while others still open values")
-        combined = _combine([r for r in requests if r is not None])
+        opens = [r for r in requests if r is not None]
+        combined = _combine(opens)
         rounds += 1
         slowest = 0.0
         for p in range(n):
             if views is not None:
+                views[p].received.extend(t for q, o in enumerate(opens) if q != p
+                                         for t in o.values)
                 views[p].opened.extend(combined)
             t = time.perf_counter()
             try:

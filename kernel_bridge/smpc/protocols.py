@@ -6,6 +6,8 @@ op             in     what (rounds; see :mod:`.arith`, :mod:`.compare`)
 add, sub       2      x + y, x - y (local)
 neg            1      -x (local)
 sum            1      sum over ``dim`` (local); params ``dim``, ``keepdim``
+reshape        1      x.reshape(``shape``) (local)
+transpose      1      x.transpose(``dim0``, ``dim1``) (local)
 add_public     1      x + ``value`` (local)
 mul_public     1      x * ``value`` (local if integral, else 1 round)
 div_public     1      x / ``value`` (public non-zero scalar; 1 round)

@@ -64,6 +64,9 @@ def test_public_products_and_division(data: st.DataObject, n: int) -> None:
     qx = quantized(x)
     got = run("mul_public", [x / 1e5], {"value": c}, n=n)  # |x c| < 2^30
     assert float((got - quantized(x / 1e5) * quantized(c)).abs().max()) <= ULP
+    if abs(c) <= 1:  # a product by 1/c: keep |x / c| < 2^30 (the documented range)
+        x = x * abs(c) / 64
+        qx = quantized(x)
     got = run("div_public", [x], {"value": c}, n=n)
     exact = qx / c
     bound = exact.abs() * 2.0 ** -(fixed.DIV_BITS + 1) + ULP if abs(c) > 1 else \
@@ -169,8 +172,12 @@ def test_division_range_edge() -> None:
     below = torch.tensor([2.0 ** 25 - 1, -(2.0 ** 25) + 1])
     got = run("div_public", [below], {"value": 3.0})
     assert float((got - below.double() / 3).abs().max()) <= 2 ** 25 / 3 * 2.0 ** -21 + ULP
+    above = torch.tensor([2.0 ** 27])  # beyond the documented range: the ring wraps
+    assert float((run("div_public", [above], {"value": 3.0}) - 2.0 ** 27 / 3).abs()) > 1.0
     with pytest.raises(PrecisionError):
         run("div_public", [below], {"value": 0})
+    with pytest.raises(PrecisionError):
+        run("div_public", [below], {"value": [2.0, 3.0]})  # a scalar only
     with pytest.raises(PrecisionError):
         run("div_public", [below], {"value": 2.0 ** 43})
 
@@ -198,6 +205,27 @@ def test_errors_are_typed() -> None:
     material = local.dealer.make_all(spec.recipes(((1,),), {}, 2), 3)  # made for n=2
     with pytest.raises(ShapeError):
         next(spec.program(0, 3, (three[0][0],), material[0], {}))
+
+
+def test_reshape_transpose_and_a_small_network() -> None:
+    """Local reshapes, then a conv + ReLU + linear layer on shared weights and input."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 1, 1, 32, generator=g, dtype=torch.float64)  # 4 ECG-like beats
+    w1 = torch.randn(3, 1, 1, 5, generator=g, dtype=torch.float64)
+    w2 = torch.randn(3 * 28, 2, generator=g, dtype=torch.float64)
+    assert torch.equal(run("reshape", [x], {"shape": [4, 32]}), quantized(x).reshape(4, 32))
+    assert torch.equal(run("transpose", [w2]), quantized(w2).t())
+    sh = [sharing.share(fixed.encode(t), 2) for t in (x, w1, w2)]
+    h = local.run_local("conv2d", [sh[0], sh[1]])
+    h = local.run_local("relu", [h])
+    h = local.run_local("reshape", [h], {"shape": [4, 3 * 28]})
+    out = fixed.decode(sharing.reconstruct(local.run_local("matmul", [h, sh[2]])))
+    ref = torch.nn.functional.conv2d(quantized(x), quantized(w1)).relu().reshape(4, -1) @ \
+        quantized(w2)
+    assert float((out - ref).abs().max()) < 1e-3
+    assert torch.equal(out.argmax(1), ref.argmax(1)) or float((out - ref).abs().max()) < 1e-4
+    with pytest.raises(ShapeError):
+        run("reshape", [x], {"shape": [5, 5]})
 
 
 def test_out_shapes_match() -> None:
