@@ -321,6 +321,20 @@ class SharedTensor:
         return self._run("conv2d", [weight], params={"stride": stride, "padding": padding,
                                                      "dilation": dilation})
 
+    def reshape(self, *shape: int) -> SharedTensor:
+        """The same elements in another shape (local, no communication)."""
+        dims = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
+        return self._run("reshape", params={"shape": [int(d) for d in dims]})
+
+    def transpose(self, dim0: int = 0, dim1: int = 1) -> SharedTensor:
+        """Swap two dimensions (local)."""
+        return self._run("transpose", params={"dim0": int(dim0), "dim1": int(dim1)})
+
+    @property
+    def T(self) -> SharedTensor:  # noqa: N802 - torch's spelling
+        """The transpose of a matrix (local)."""
+        return self.transpose(0, 1)
+
     # -- revealing ----------------------------------------------------------------------
     async def _areveal(self) -> torch.Tensor:
         p = self._parties

@@ -110,6 +110,9 @@ def test_ops_against_plaintext(smpc_workers: Workers, rng: np.random.Generator) 
         "sum": (xs.sum(), x.sum()),
         "max": (xs.max(), x.max()),
         "argmax": (xs.argmax(), torch.tensor(float(x.argmax()))),
+        "argmax_dim": (xs.argmax(dim=1), x.argmax(dim=1).double()),
+        "reshape": (xs.reshape(5, 6), x.reshape(5, 6)),
+        "transpose": (xs.T, x.T),
     }
     for name, (shared, plain) in cases.items():
         assert shared.taint == {}
