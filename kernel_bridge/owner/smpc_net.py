@@ -33,6 +33,8 @@ log = logging.getLogger("syftlab.smpc")
 #: Largest sealed message (the material of a 1000x1000 matmul is ~24 MB per party).
 MAX_MESSAGE = 1 << 30
 HANDSHAKE_TIMEOUT = 10.0
+#: Reader buffer: large, so a big frame is not read in 128 KiB pause/resume steps.
+STREAM_LIMIT = 1 << 26
 _FRAME = struct.Struct("<Q")
 
 
@@ -108,7 +110,8 @@ class PeerNet:
         """Listen on a free port (once); returns it."""
         async with self._start_lock:
             if self._server is None:
-                self._server = await asyncio.start_server(self._incoming, self.host, 0)
+                self._server = await asyncio.start_server(self._incoming, self.host, 0,
+                                                          limit=STREAM_LIMIT)
                 self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -193,7 +196,8 @@ class PeerNet:
             where = urlparse(url)
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(where.hostname, where.port), HANDSHAKE_TIMEOUT)
+                    asyncio.open_connection(where.hostname, where.port, limit=STREAM_LIMIT),
+                    HANDSHAKE_TIMEOUT)
             except (OSError, TimeoutError, ValueError) as exc:
                 raise PartyUnavailable(f"SMPC party {peer!r} cannot be reached "
                                        f"({type(exc).__name__})", party=peer) from None
