@@ -17,6 +17,7 @@ through a reveal every involved owner approved.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ from .base import Handler, Service
 from .objects import kernels_of
 
 MAX_PARTIES = 8
-#: Programs on at most this many input elements run on the event loop (a step is µs).
-INLINE_ELEMENTS = 1 << 14
+#: Programs on at most this many input and output elements run on the event loop (a
+#: step takes well under a millisecond; a thread hop would cost more than the step).
+INLINE_ELEMENTS = 1 << 16
 #: Largest magnitude a shared value may have: fixed point leaves 63 - FRAC_BITS
 #: integer bits; one more is kept free so that a sum of two stays in range.
 MAX_MAGNITUDE = float(2 ** (62 - core_api.FRAC_BITS))
@@ -370,7 +372,8 @@ class SMPCService(Service):
                     raise SMPCError("the dealer's material was made for other shapes")
                 material = list(doc["material"])
             me = parties.index(self.name)
-            small = sum(v.share.numel() for v in inputs) <= INLINE_ELEMENTS
+            out_numel = math.prod(spec.out_shape(shapes, params))
+            small = sum(v.share.numel() for v in inputs) + out_numel <= INLINE_ELEMENTS
             shares = tuple(v.share for v in inputs)
             result = await self._drive(spec.program(me, len(parties), shares, material, params),
                                        cid, parties, urls, inline=small)
