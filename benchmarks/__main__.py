@@ -19,6 +19,7 @@ from . import core
 MODULES = ("bridge", "magic", "dp", "widgets", "hostile",
            "smpc_local",  # SMPC (in-process engine vs CrypTen)
            "he")  # HE
+MODULES += ("smpc",)  # smpc: over real workers with a dealer, vs CrypTen
 
 
 def main(argv: list[str] | None = None) -> int:

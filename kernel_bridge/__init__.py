@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from . import he as he  # noqa: E402  (kb.he.context / encrypt / decrypt; TenSEAL loads on use)
+from . import smpc as smpc  # kb.smpc.share (its client names load lazily)
 from ._version import __version__ as __version__
 from .errors import (  # noqa: E402
     ApprovalRequired,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import cli_he
+from . import smpc_cli
 from .errors import ConfigError, SyftError
 from .owner.terminal import clean
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload bytes all sessions may have outstanding, MiB (default 16384)")
     w.add_argument("--upload-ttl", type=float,
                    help="seconds an upload ticket lives (default 60)")
+    w.add_argument("--dealer", action="store_true",  # smpc
+                   help="run as an SMPC dealer (crypto provider): holds no assets")
     w.add_argument("--ready-file", help=argparse.SUPPRESS)
     w.add_argument("-v", "--verbose", action="store_true")
 
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plans_cli.add_parser(sub)
     cli_he.add_parser(sub)  # HE: syftlab he ...
+    smpc_cli.add_parser(sub)  # smpc
 
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
@@ -175,6 +179,7 @@ def run_worker(args: argparse.Namespace) -> int:
             overrides[key] = int(getattr(args, flag) * 2**20)
     if args.upload_ttl is not None:
         overrides["upload_ttl"] = args.upload_ttl
+
     assets, mocks = parse_asset_flags(args.asset), parse_asset_flags(args.mock)
     if args.config:
         config = WorkerConfig.from_toml(args.config)
@@ -191,6 +196,10 @@ def run_worker(args: argparse.Namespace) -> int:
         state = overrides.pop("state")
         config = WorkerConfig.from_args(args.name, state=state, assets=assets, mocks=mocks,
                                         **overrides)
+    if args.dealer:  # smpc
+        import dataclasses
+
+        config = config.with_overrides(smpc=dataclasses.replace(config.smpc, dealer=True))
     server = WorkerServer(config)
 
     def ready(port: int) -> None:
@@ -361,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              keep_state=args.keep_state)
         if args.command == "audit":
             return run_audit(args)
+        if args.command == "smpc":
+            return smpc_cli.run(args)
         if args.command == "tls":
             return run_tls(args)
         if args.command == "budget":

@@ -32,6 +32,7 @@ from .owner.config import WorkerConfig
 from .owner.owner_api import Owner
 from .owner.store import DB_NAME
 from .scientist import connections
+from .smpc import keys
 
 SCIENTIST = "ana"
 
@@ -109,6 +110,8 @@ def start_workers(datasets: Path, names: list[str], scientist: str = SCIENTIST,
             proc = WorkerProcess(argv, Path(config.state), Path(config.state) / "worker.log")
             proc.start()
             started.append((proc, config, token))
+        # smpc: the demo's workers (one owner, one machine) trust each other's SMPC keys
+        keys.trust_each_other([(c.name, Path(c.state), c.smpc.dealer) for _, c, _ in started])
     except BaseException:
         for proc, _, _ in started:
             proc.stop()

@@ -220,6 +220,8 @@ class PlanOutputRejected(SyftError):
 
 class SecureAggregationRequired(PermissionDenied):
     """The plan's outputs leave only as part of a secure aggregate, never in the clear."""
+
+
 # HE
 class HEError(SyftError):
     """An HE context or ciphertext the worker will not use: one carrying a secret
@@ -233,6 +235,29 @@ class PredictionLimitReached(PermissionDenied):
     """The owner's limit on encrypted predictions for this scientist is used up.
 
     ``data`` holds the ``asset`` and the ``limit``.
+    """
+
+
+# -- SMPC ----------------------------------------------------------------------
+class SMPCError(SyftError):
+    """A secure multi-party computation failed; no party holds on to it."""
+
+
+class UntrustedParty(SMPCError, AuthenticationError):
+    """A peer or dealer whose name and key the owner has not pinned (``[smpc]``, trust file)."""
+
+
+class MessageRejected(SMPCError):
+    """A party-to-party message was forged, altered, reordered or replayed; it was dropped.
+
+    ``data["why"]`` is one of ``forged``, ``replayed``, ``misrouted``, ``malformed``.
+    """
+
+
+class PartyUnavailable(SMPCError):
+    """A party (or the dealer) died, left or did not answer in time mid-protocol.
+
+    The computation is cancelled on every other party; ``data["party"]`` names it.
     """
 
 
@@ -278,6 +303,10 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         SecureAggregationRequired,
         HEError,
         PredictionLimitReached,
+        SMPCError,
+        UntrustedParty,
+        MessageRejected,
+        PartyUnavailable,
     )
 }
 

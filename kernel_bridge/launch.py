@@ -84,6 +84,24 @@ def _cleanup() -> None:
 atexit.register(_cleanup)
 
 
+#: SMPC identities of the workers this process launched: name -> (state dir, dealer?).
+_launched: dict[str, tuple[Path, bool]] = {}
+
+
+def _trust_each_other(name: str, state_dir: Path, dealer: bool) -> None:
+    """Pin ``name``'s SMPC key and those of the workers launched before it, both ways."""
+    from .smpc import keys
+
+    me = keys.load_or_create(state_dir, name)
+    for other, (other_dir, other_dealer) in list(_launched.items()):
+        if other == name or not other_dir.exists():
+            continue
+        them = keys.load_or_create(other_dir, other)
+        keys.trust(state_dir, other, them.fingerprint, "dealer" if other_dealer else "peer")
+        keys.trust(other_dir, name, me.fingerprint, "dealer" if dealer else "peer")
+    _launched[name] = (state_dir, dealer)
+
+
 def launch(
     name: str,
     assets: dict[str, str] | None = None,
@@ -96,6 +114,8 @@ def launch(
     sandbox: bool = True,
     threads: int = 1,
     extra_args: list[str] | None = None,
+    dealer: bool = False,
+    trust_launched: bool = True,
 ) -> Worker:
     """Start a worker process on a free localhost port and connect to it.
 
@@ -113,6 +133,12 @@ def launch(
         Name for the token this call creates and connects with.
     sandbox : bool
         False starts kernels without bubblewrap (loudly unsafe; for machines without it).
+    dealer : bool
+        Start an SMPC dealer (crypto provider, ``--dealer``): it holds no assets.
+    trust_launched : bool
+        Pin the SMPC keys of this worker and of every other worker this process
+        launched in each other's trust files (peers, and dealers as dealers):
+        the owner of all of them is whoever calls ``launch``.
 
     Returns
     -------
@@ -131,7 +157,11 @@ def launch(
         argv += ["--mock", f"{n}={p}"]
     if not sandbox:
         argv.append("--unsafe-no-sandbox")
+    if dealer:
+        argv.append("--dealer")
     argv += extra_args or []
+    if trust_launched:
+        _trust_each_other(name, state_dir, dealer)
     owner = Owner(state_dir)
     token = owner.add_token(scientist)
     owner.close()

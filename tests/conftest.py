@@ -124,3 +124,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+# -- smpc: bob (a second hospital) and carol (the dealer), next to the session's alice ------------
+@pytest.fixture(scope="session")
+def smpc_workers(alice: kb.Worker, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[kb.Worker, kb.Worker, kb.Worker]]:
+    """``(alice, bob, carol)``: two data owners and a dealer that trust each other (kb.launch)."""
+    root = tmp_path_factory.mktemp("smpc-state")
+    bob = kb.launch("bob", config=DATASETS / "bob.toml", state=root / "bob", scientist="ana",
+                    port=0)
+    carol = kb.launch("carol", dealer=True, state=root / "carol", scientist="ana")
+    yield alice, bob, carol
+    bob.close()
+    carol.close()

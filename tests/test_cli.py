@@ -96,7 +96,8 @@ def test_worker_from_toml(tmp_path: Path) -> None:
         token = syftlab("token", "add", "ana", "--state", state).stdout.strip()
         bob = kb.connect(url, token)
         names = {d["name"]: d for d in bob.datasets}
-        assert set(names) == {"heart", "risk_model"}  # risk_model: HE predictions only
+        # risk_model: HE predictions only; ecg_model: the SMPC tutorial's model
+        assert set(names) == {"heart", "risk_model", "ecg_model"}
         assert names["heart"]["rows"] is None  # bob's policy hides row counts
         assert bob.send(torch.ones(2)).sum().get().item() == 2.0
         bob.close()

@@ -25,10 +25,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def demo_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """alice and bob from the demo configs; yields the connection file."""
+    """alice and bob from the demo configs (and carol, the SMPC dealer); yields the
+    connection file."""
     root = tmp_path_factory.mktemp("demo")
-    started = demo.start_workers(demo.default_datasets(), ["alice", "bob"], state_root=root,
-                                 any_port=True)
+    started = demo.start_workers(demo.default_datasets(), ["alice", "bob", "carol"],
+                                 state_root=root, any_port=True)
     conn = connections.write(root / "connections.json", {
         cfg.name: {"url": proc.url, "token": token, "state": str(cfg.state)}
         for proc, cfg, token in started})
@@ -71,6 +72,9 @@ def test_notebook_runs_top_to_bottom(path: Path, demo_workers: Path, tmp_path: P
         check_start_here(nb)
     if path.stem == "02_remote_execution":
         assert "averaged model" in text
+    if path.stem == "03_smpc":
+        assert "pooled mean cholesterol: 248.59" in text
+        assert "predictions match the plaintext model: True" in text
 
 
 def check_start_here(nb: Any) -> None:
@@ -103,4 +107,4 @@ def check_start_here(nb: Any) -> None:
 
 def test_connection_file_is_private(demo_workers: Path) -> None:
     assert demo_workers.stat().st_mode & 0o077 == 0  # it holds tokens
-    assert set(json.loads(demo_workers.read_text())) == {"alice", "bob"}
+    assert set(json.loads(demo_workers.read_text())) == {"alice", "bob", "carol"}

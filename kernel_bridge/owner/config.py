@@ -44,6 +44,8 @@ from kernel_bridge.specs import is_int as _is_int
 from kernel_bridge.specs import is_number as _is_number
 from kernel_bridge.specs import key_error as _fail
 
+from .smpc_settings import SmpcSettings, parse_smpc
+
 __all__ = [
     "ASSET_SUFFIXES",
     "COLUMN_KINDS",
@@ -186,6 +188,8 @@ class WorkerConfig:
     tls_key: Path | None = None
     #: HE services by asset name (``[assets.<name>.he]``, :mod:`.he_spec`).
     he: dict[str, HESpec] = field(default_factory=dict)
+    # smpc: the [smpc] table (smpc_settings.py)
+    smpc: SmpcSettings = field(default_factory=SmpcSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, SandboxLimits):
@@ -218,6 +222,8 @@ class WorkerConfig:
         if not isinstance(self.assets, Mapping):
             raise _fail("assets", "expected a mapping of name to AssetSpec")
         self.assets = dict(self.assets)
+        if self.smpc.dealer and self.assets:  # smpc: a dealer holds no data
+            raise _fail("smpc.dealer", "a dealer worker holds no assets")
         for name, spec in self.assets.items():
             if not isinstance(spec, AssetSpec) or spec.name != name:
                 raise _fail(f"assets.{name}", "expected an AssetSpec with the same name")
@@ -477,7 +483,7 @@ _COLUMN_KEYS: dict[str, _Key] = {
 _SANDBOX_KEYS: dict[str, _Key] = {
     f.name: _Key(f.name, _as_int) for f in dataclasses.fields(SandboxLimits)
 }
-_TOP_LEVEL = frozenset({"worker", "assets", "sandbox"})
+_TOP_LEVEL = frozenset({"worker", "assets", "sandbox", "smpc"})
 _REQUIRED_WORKER = ("name", "state")
 
 
@@ -585,5 +591,7 @@ def _parse_document(doc: Mapping[str, Any], base: Path) -> WorkerConfig:
         limits = _convert(_table(doc["sandbox"], "sandbox"), _SANDBOX_KEYS, "sandbox", base)
         with _within("sandbox"):
             worker["limits"] = SandboxLimits(**limits)
+    if "smpc" in doc:  # smpc
+        worker["smpc"] = parse_smpc(doc["smpc"])
     with _within("worker"):
         return WorkerConfig(assets=assets, **worker)

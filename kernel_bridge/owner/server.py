@@ -45,6 +45,7 @@ from .services.he import HEService
 from .services.objects import ObjectService
 from .services.plans import PlanService
 from .services.requests import RequestService
+from .services.smpc import SMPCService
 from .session import Session
 from .store import Store, hash_token
 
@@ -69,7 +70,8 @@ class WorkerServer:
         self.ctx = WorkerContext(config, self.store, self.assets)
         self.dp = DPService(self.ctx)
         self.services: list[Service] = [ObjectService(self.ctx), CellService(self.ctx),
-                                        RequestService(self.ctx), self.dp]
+                                        RequestService(self.ctx), self.dp,
+                                        SMPCService(self.ctx)]  # smpc
         self.plans = PlanService(self.ctx, self.dp.ledger)  # plans
         self.services.append(self.plans)
         self.services.append(HEService(self.ctx))  # HE

@@ -205,6 +205,17 @@ class Pointer:
 
     he_predict = blocking(_ahe_predict)
     he_evaluate = blocking(_ahe_evaluate)
+    def share(self, *parties: Any, dealer: Any = None) -> Any:  # smpc
+        """Secret-share this (numeric) value among ``parties``, this pointer's worker included.
+
+        The worker reads the value from your session with trusted code, encodes
+        it in fixed point and sends each other party its share, encrypted to
+        that party; the result is a :class:`~kernel_bridge.smpc.SharedTensor`
+        carrying this pointer's taint. ``dealer`` names the dealer worker.
+        """
+        from .smpc import share_pointer
+
+        return share_pointer(self, parties, dealer)
 
     get = blocking(_aget)
     request = blocking(_arequest)

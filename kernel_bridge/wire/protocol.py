@@ -56,6 +56,18 @@ class Op(StrEnum):
     HE_PREDICT = "he_predict"
     HE_EVALUATE = "he_evaluate"
     HE_SERVICES = "he_services"
+    # smpc
+    SMPC_INFO = "smpc_info"
+    SMPC_SHARE = "smpc_share"
+    SMPC_ACCEPT = "smpc_accept"
+    SMPC_PUT = "smpc_put"
+    SMPC_DEAL = "smpc_deal"
+    SMPC_RUN = "smpc_run"
+    SMPC_ABORT = "smpc_abort"
+    SMPC_REVEAL = "smpc_reveal"
+    SMPC_REQUEST = "smpc_request"
+    SMPC_RESULT = "smpc_result"
+    SMPC_FREE = "smpc_free"
 
 
 class Action(StrEnum):

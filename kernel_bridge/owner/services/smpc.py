@@ -1,0 +1,616 @@
+"""The worker's SMPC service: a computing party's shares and protocol runs, or the dealer.
+
+A party holds its shares in this (trusted) worker process, per session, in
+memory only: never in a kernel that runs scientist code, never on disk; a
+restart forgets them. Protocol programs (:mod:`kernel_bridge.smpc`) run here,
+step by step off the event loop, exchanging their :class:`~kernel_bridge.smpc.engine.Open`
+contributions with the other parties over direct, end-to-end encrypted links
+(:mod:`..smpc_net`). A dealer worker (``[smpc] dealer = true``) holds no
+assets; it makes material from public recipes with the CSPRNG and sends each
+party its part, sealed to that party's key.
+
+What the scientist gets from these ops: ids, shapes, taints (owner names and
+asset names), timings, and shares only of values derived from clean inputs or
+through a reveal every involved owner approved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import (
+    ApprovalRequired,
+    PartyUnavailable,
+    PermissionDenied,
+    ProtocolError,
+    RequestDenied,
+    RequestPending,
+    SMPCError,
+    SyftError,
+    UntrustedParty,
+)
+from ...smpc import channel, core_api, keys
+from ...smpc.engine import Open, Recipe
+from ...wire import codec
+from ...wire.protocol import Action, Op
+from ..context import WorkerContext
+from ..session import Session
+from ..smpc_net import PeerNet
+from .base import Handler, Service
+from .objects import kernels_of
+
+MAX_PARTIES = 8
+#: Programs on at most this many input and output elements run on the event loop (a
+#: step takes well under a millisecond; a thread hop would cost more than the step).
+INLINE_ELEMENTS = 1 << 16
+#: Largest magnitude a shared value may have: fixed point leaves 63 - FRAC_BITS
+#: integer bits; one more is kept free so that a sum of two stays in range.
+MAX_MAGNITUDE = float(2 ** (62 - core_api.FRAC_BITS))
+
+
+@dataclass
+class Shared:
+    """One party's share of a shared value, and what is public about it."""
+
+    share: torch.Tensor
+    parties: tuple[str, ...]
+    taint: dict[str, list[str]]
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.share.shape)
+
+
+@dataclass
+class Group:
+    """A reveal request as one party knows it."""
+
+    sid: str
+    session: str
+    request: int | None
+    urls: dict[str, str]
+    own_url: str | None = None
+
+
+def _merge_taint(values: list[Shared]) -> dict[str, list[str]]:
+    out: dict[str, set[str]] = {}
+    for v in values:
+        for owner, assets in v.taint.items():
+            out.setdefault(owner, set()).update(assets)
+    return {k: sorted(s) for k, s in sorted(out.items()) if s}
+
+
+def taint_text(taint: Mapping[str, list[str]]) -> str:
+    """``alice:heart, bob:heart`` (or ``clean``)."""
+    return ", ".join(f"{o}:{a}" for o, assets in sorted(taint.items()) for a in assets) or "clean"
+
+
+def _as_float_tensor(value: Any) -> torch.Tensor:
+    """A numeric value read from a kernel as a float64 tensor, or a typed error."""
+    try:
+        import pandas as pd
+
+        if isinstance(value, pd.Series | pd.DataFrame):
+            value = value.to_numpy(dtype=np.float64)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise SMPCError("only real numeric values can be shared")
+        return value.detach().to(torch.float64).cpu()
+    if isinstance(value, bool | int | float | np.integer | np.floating):
+        return torch.tensor(float(value), dtype=torch.float64)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
+    raise SMPCError("only numeric values (tensor, ndarray, numeric Series or scalar) can be "
+                    "shared")
+
+
+class SMPCService(Service):
+    """SMPC ops: share, run protocol steps, deal material, reveal, free."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.config
+        self.settings = cfg.smpc
+        self.identity = keys.load_or_create(cfg.state, cfg.name)
+        self.trust = keys.TrustStore(cfg.state, self.settings.pins())
+        self.net = PeerNet(self.identity, self.trust, cfg.host,
+                           lambda event, detail: ctx.store.audit("smpc", event, detail))
+        self.net.handlers["status?"] = self._answer_status
+        self.values: dict[tuple[str, str], Shared] = {}
+        self.groups: dict[str, Group] = {}
+
+    def ops(self) -> Mapping[Op, Handler]:
+        return {Op.SMPC_INFO: self.op_smpc_info, Op.SMPC_SHARE: self.op_smpc_share,
+                Op.SMPC_ACCEPT: self.op_smpc_accept, Op.SMPC_PUT: self.op_smpc_put,
+                Op.SMPC_DEAL: self.op_smpc_deal, Op.SMPC_RUN: self.op_smpc_run,
+                Op.SMPC_ABORT: self.op_smpc_abort, Op.SMPC_REVEAL: self.op_smpc_reveal,
+                Op.SMPC_REQUEST: self.op_smpc_request, Op.SMPC_RESULT: self.op_smpc_result,
+                Op.SMPC_FREE: self.op_smpc_free}
+
+    def kernels(self, op: Op, session: Session, msg: dict[str, Any]) -> set[str]:
+        return kernels_of(session, [msg.get("pointer")]) if op == Op.SMPC_SHARE else set()
+
+    # -- helpers ----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.ctx.config.name
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
+
+    def _parties(self, msg: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The computation's parties, in order, and the others' SMPC URLs."""
+        raw = msg.get("parties")
+        if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_PARTIES:
+            raise ProtocolError(f"'parties' lists 2 to {MAX_PARTIES} computing parties")
+        names, urls = [], {}
+        for p in raw:
+            if not (isinstance(p, dict) and isinstance(p.get("name"), str)
+                    and isinstance(p.get("url"), str) and p["url"].startswith("ws")):
+                raise ProtocolError("each party is {name, url}")
+            names.append(p["name"][:64])
+            urls[p["name"][:64]] = p["url"][:300]
+        if len(set(names)) != len(names):
+            raise ProtocolError("the parties must be distinct workers")
+        if self.name not in names and not self.settings.dealer:
+            raise ProtocolError(f"this worker ({self.name}) is not one of the parties")
+        urls.pop(self.name, None)
+        return tuple(names), urls
+
+    def _own_url(self, msg: dict[str, Any]) -> str | None:
+        """This worker's SMPC URL as the scientist reached it (peers answer questions there)."""
+        for p in msg.get("parties") or []:
+            if isinstance(p, dict) and p.get("name") == self.name:
+                return str(p.get("url"))[:300]
+        return None
+
+    def _cid(self, msg: dict[str, Any], key: str = "cid") -> str:
+        cid = msg.get(key)
+        if not (isinstance(cid, str) and 16 <= len(cid) <= 80 and cid.isascii()):
+            raise ProtocolError(f"'{key}' is an id of 16 to 80 characters")
+        return cid
+
+    def _get(self, session: Session, sid: Any) -> Shared:
+        v = self.values.get((session.id, sid)) if isinstance(sid, str) else None
+        if v is None:
+            raise PermissionDenied("no such shared value in this session (freed, or this "
+                                   "worker restarted: shares are never persisted)",
+                                   sid=str(sid)[:80])
+        return v
+
+    def _put(self, session: Session, sid: str, value: Shared) -> None:
+        if self.settings.dealer:
+            raise PermissionDenied("a dealer holds no shares")
+        if (session.id, sid) in self.values:
+            raise ProtocolError("this shared value id is taken")
+        self.values[(session.id, sid)] = value
+
+    def _check_peer(self, name: str, role: keys.Role) -> None:
+        if name not in self.trust.entries()[role]:
+            raise UntrustedParty(f"{name!r} is not a {role} this worker's owner trusts",
+                                 party=name, role=role)
+
+    async def _recv_doc(self, sender: str, cid: str, kind: str) -> Any:
+        payload = await self.net.recv(sender, cid, kind, self.timeout)
+        if len(payload) > 1 << 20:
+            return await asyncio.to_thread(codec.loads, payload)
+        return codec.loads(payload)
+
+    async def _send_doc(self, peer: str, url: str, cid: str, kind: str, doc: Any) -> None:
+        data = await asyncio.to_thread(codec.dumps, doc)
+        await self.net.send(peer, url, cid, kind, data)
+
+    # -- ops --------------------------------------------------------------------
+    async def op_smpc_info(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """This worker's SMPC port, key fingerprint and role (all public)."""
+        port = await self.net.start()
+        return {"smpc": {"name": self.name, "port": port,
+                         "fingerprint": self.identity.fingerprint,
+                         "role": "dealer" if self.settings.dealer else "party"}}
+
+    async def op_smpc_share(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Secret-share the value of one of the session's pointers among ``parties``.
+
+        Takes ``pointer``, ``cid``, ``sid`` and ``parties``. The value is read
+        from the kernel by this trusted code, encoded in fixed point and split
+        with the CSPRNG; each other party gets its share sealed to it. Releases
+        the shape and the taint (owner and asset names), nothing of the value.
+        """
+        parties, urls = self._parties(msg)
+        cid, sid = self._cid(msg), self._cid(msg, "sid")
+        obj = session.get(msg.get("pointer"))
+        if obj.is_output:
+            raise PermissionDenied("held cell outputs cannot be shared; share a pointer")
+        host = session.host(obj.kernel)
+        async with host.lock:
+            reply, bufs = await self.ctx.agent(session, obj.kernel,
+                                               {"action": Action.GET, "id": obj.id})
+            pieces, _ = self.ctx.value_frame(session, obj.kernel, reply, bufs, copy=True)
+        taint_set = session.taint_of(obj)
+        taint = {self.name: sorted(taint_set)} if taint_set else {}
+
+        def split() -> list[torch.Tensor]:
+            x = _as_float_tensor(codec.loads(pieces[0]))
+            if not bool(torch.isfinite(x).all()) or \
+                    (x.numel() and float(x.abs().max()) >= MAX_MAGNITUDE):
+                raise SMPCError("the value is outside the fixed-point range (finite, "
+                                f"|x| < 2^{62 - core_api.FRAC_BITS})")
+            return list(core_api.share(core_api.encode(x), len(parties)))
+
+        shares = await asyncio.to_thread(split)
+        me = parties.index(self.name)
+        try:
+            await asyncio.gather(*(
+                self._send_doc(p, urls[p], cid, f"input:{sid}",
+                               {"share": shares[i], "taint": taint})
+                for i, p in enumerate(parties) if p != self.name))
+        except SyftError as exc:
+            await self.net.abort(cid, urls, exc)
+            raise
+        value = Shared(shares[me], parties, taint, [f"{sid} = share({obj.id})"])
+        self._put(session, sid, value)
+        session.record("smpc", f"{sid} = share({obj.id}) with {', '.join(parties)}",
+                       obj.kernel, obj.id)
+        return {"shape": value.shape, "taint": taint}
+
+    async def op_smpc_accept(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Receive this party's share of a value ``source`` shares (``smpc_share``).
+
+        Takes ``cid``, ``sid``, ``source`` and ``parties``. Releases the shape and taint.
+        """
+        parties, urls = self._parties(msg)
+        cid, sid = self._cid(msg), self._cid(msg, "sid")
+        source = msg.get("source")
+        if source not in urls:
+            raise ProtocolError("'source' is one of the other parties")
+        self._check_peer(source, "peer")
+        doc = await self._recv_doc(source, cid, f"input:{sid}")
+        share, taint = doc.get("share"), doc.get("taint")
+        if not isinstance(share, torch.Tensor) or share.dtype != torch.int64 or \
+                not isinstance(taint, dict):
+            raise ProtocolError(f"{source} sent a malformed share")
+        value = Shared(share, parties, {str(k): [str(a) for a in v] for k, v in taint.items()},
+                       [f"{sid} = share from {source}"])
+        self._put(session, sid, value)
+        return {"shape": value.shape, "taint": value.taint}
+
+    async def op_smpc_put(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Store a share of a clean value the scientist split (``kb.smpc.share``).
+
+        Takes ``sid``, ``share`` (an int64 tensor) and ``parties``; the value is
+        clean (it is the scientist's own). Releases its shape.
+        """
+        parties, _ = self._parties(msg)
+        sid = self._cid(msg, "sid")
+        share = msg.get("share")
+        if not isinstance(share, torch.Tensor) or share.dtype != torch.int64:
+            raise ProtocolError("a share is an int64 tensor")
+        value = Shared(share.clone(), parties, {}, [f"{sid} = input from the scientist"])
+        self._put(session, sid, value)
+        return {"shape": value.shape, "taint": {}}
+
+    async def op_smpc_deal(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """(Dealer) make the material of public ``recipes`` and send each party its part.
+
+        Takes ``cid``, ``recipes`` (kind, shapes, params: public) and ``parties``.
+        Each part is sealed to its party's pinned key. Releases the offline time.
+        """
+        if not self.settings.dealer:
+            raise PermissionDenied("this worker is not a dealer (syftlab worker NAME --dealer)")
+        parties, urls = self._parties(msg)
+        cid = self._cid(msg)
+        for p in parties:
+            self._check_peer(p, "peer")
+        recipes = _recipes(msg.get("recipes"))
+        t0 = time.perf_counter()
+
+        def make() -> list[list[dict[str, torch.Tensor]]]:
+            return [core_api.make(r, len(parties)) for r in recipes]
+
+        made = await asyncio.to_thread(make)
+        docs = [_recipe_doc(r) for r in recipes]
+        await asyncio.gather(*(
+            self._send_doc(p, urls[p], cid, "material",
+                           {"recipes": docs, "material": [m[i] for m in made]})
+            for i, p in enumerate(parties)))
+        self.ctx.store.audit(session.scientist, "smpc_deal",
+                             {"cid": cid, "recipes": [r["kind"] for r in docs],
+                              "parties": list(parties)})
+        return {"offline_s": time.perf_counter() - t0}
+
+    async def op_smpc_run(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Run this party's program of one protocol op on shared inputs.
+
+        Takes ``cid``, ``protocol`` (a name in the OPS registry), ``inputs`` (sids),
+        ``params`` (public), ``out`` (the result's sid), ``parties`` and
+        ``dealer`` (name, when the op needs material). Masked values are opened
+        with the other parties only. Every wait has a timeout; a failure
+        cancels the computation on the other parties. Releases the result's
+        shape and taint and the online time.
+        """
+        parties, urls = self._parties(msg)
+        cid, out = self._cid(msg), self._cid(msg, "out")
+        spec = core_api.OPS.get(msg.get("protocol"))  # type: ignore[arg-type]
+        if spec is None:
+            raise ProtocolError(f"unknown SMPC op {str(msg.get('protocol'))[:40]!r}")
+        sids = msg.get("inputs")
+        if not isinstance(sids, list) or not 1 <= len(sids) <= 16:
+            raise ProtocolError("'inputs' lists 1 to 16 shared values")
+        inputs = [self._get(session, s) for s in sids]
+        if any(v.parties != parties for v in inputs):
+            raise ProtocolError("every input must be shared among the same parties, in order")
+        params = msg.get("params") or {}
+        if not isinstance(params, dict):
+            raise ProtocolError("'params' is a map")
+        t0 = time.perf_counter()
+        try:
+            shapes = tuple(tuple(v.shape) for v in inputs)
+            recipes = list(spec.recipes(shapes, params, len(parties)))
+            material: list[Any] = []
+            if recipes:
+                dealer = msg.get("dealer")
+                if not isinstance(dealer, str):
+                    raise ProtocolError("this op needs a dealer")
+                self._check_peer(dealer, "dealer")
+                doc = await self._recv_doc(dealer, cid, "material")
+                if "dealer" not in self.net.roles(dealer):
+                    raise UntrustedParty(f"{dealer!r} is not a trusted dealer", party=dealer)
+                expect = codec.loads(codec.dumps([_recipe_doc(r) for r in recipes]))
+                if doc.get("recipes") != expect:
+                    raise SMPCError("the dealer's material was made for other shapes")
+                material = list(doc["material"])
+            me = parties.index(self.name)
+            out_numel = math.prod(spec.out_shape(shapes, params))
+            small = sum(v.share.numel() for v in inputs) + out_numel <= INLINE_ELEMENTS
+            shares = tuple(v.share for v in inputs)
+            result = await self._drive(spec.program(me, len(parties), shares, material, params),
+                                       cid, parties, urls, inline=small)
+        except SyftError as exc:
+            await self.net.abort(cid, urls, exc)
+            raise
+        except Exception as exc:
+            await self.net.abort(cid, urls, SMPCError("a party failed"))
+            raise SMPCError(f"the protocol failed on {self.name} ({type(exc).__name__})") \
+                from exc
+        finally:
+            self.net.forget(cid)
+        if isinstance(result, tuple | list):
+            result = result[0]
+        if not isinstance(result, torch.Tensor):
+            raise SMPCError("the protocol returned no share")
+        value = Shared(result, parties, _merge_taint(inputs),
+                       [f"{out} = {msg.get('protocol')}({', '.join(map(str, sids))})"])
+        self._put(session, out, value)
+        return {"shape": value.shape, "taint": value.taint,
+                "online_s": time.perf_counter() - t0}
+
+    async def _drive(self, program: Any, cid: str, parties: tuple[str, ...],
+                     urls: dict[str, str], inline: bool = False) -> Any:
+        """Run a party program, exchanging each Open with the other parties.
+
+        Its steps run in a thread (the worker keeps serving other sessions)
+        unless the tensors are small (``inline``), where a thread hop would
+        cost more than the step.
+        """
+
+        async def off(fn: Any, *args: Any) -> Any:
+            return fn(*args) if inline else await asyncio.to_thread(fn, *args)
+
+        answer: Any = None
+        rnd = 0
+
+        def advance(answer: Any) -> tuple[bool, Any]:
+            # StopIteration cannot cross a thread's future: hand the result back instead.
+            try:
+                return False, program.send(answer)
+            except StopIteration as stop:
+                return True, stop.value
+
+        while True:
+            finished, step = await off(advance, answer)
+            if finished:
+                return step
+            if not isinstance(step, Open):
+                raise SMPCError("a protocol yielded something other than an Open")
+            mine = [v.contiguous() for v in step.values]
+            kind = f"open:{rnd}"
+            rnd += 1
+            data = await off(_pack, mine)
+            sends = [self.net.send(p, urls[p], cid, kind, data) for p in urls]
+            recvs = [self.net.recv(p, cid, kind, self.timeout) for p in urls]
+            got = await asyncio.gather(*sends, *recvs)
+            theirs = got[len(sends):]
+
+            def combine(theirs: list[Any] = theirs, mine: list[torch.Tensor] = mine,
+                        how: str = step.combine) -> tuple[torch.Tensor, ...]:
+                out = list(mine)
+                for payload in theirs:
+                    for i, o in enumerate(_unpack(payload, mine)):
+                        out[i] = out[i] + o if how == "add" else out[i] ^ o
+                return tuple(out)
+
+            answer = await off(combine)
+
+    async def op_smpc_abort(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a computation here and on the other parties (the scientist saw one fail)."""
+        parties, urls = self._parties(msg)
+        cid = self._cid(msg)
+        await self.net.abort(cid, urls, PartyUnavailable(
+            "the computation was cancelled (another party failed)", party=""))
+        return {}
+
+    async def op_smpc_reveal(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """This party's share of a value derived only from clean inputs.
+
+        Raises :class:`ApprovalRequired` for anything derived from an owner's
+        data: that goes through ``smpc_request`` / ``smpc_result``.
+        """
+        v = self._get(session, msg.get("sid"))
+        if v.taint:
+            raise ApprovalRequired(
+                f"this shared value derives from {taint_text(v.taint)}; it is revealed only "
+                "when every owner involved approves: .request(reason=...)",
+                owners=sorted(v.taint))
+        return {"share": v.share}
+
+    async def op_smpc_request(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Ask this worker's owner to approve a reveal (one group across all parties).
+
+        Takes ``sid``, ``group`` (the id common to every party's request),
+        ``reason`` and ``parties``. Where this worker's owner has data in the
+        value, a request is filed for the owner (approval panel, ``syftlab
+        requests``); returns it (or None where the owner is not involved).
+        """
+        v = self._get(session, msg.get("sid"))
+        parties, urls = self._parties(msg)
+        group = self._cid(msg, "group")
+        reason = msg.get("reason") or ""
+        if not isinstance(reason, str) or len(reason) > 4000:
+            raise ProtocolError("a reason is a string of at most 4000 characters")
+        if group in self.groups:
+            raise ProtocolError("this group id is taken")
+        row = None
+        if self.name in v.taint:
+            text = (f"[SMPC reveal {group}: shared among {', '.join(parties)}; derives from "
+                    f"{taint_text(v.taint)}; every owner named must approve] {reason}")
+            lineage = [{"seq": i + 1, "kind": "smpc", "kernel": "smpc", "code": h,
+                        "object": msg.get("sid"), "time": time.time(), "target": False}
+                       for i, h in enumerate(v.history)]
+            row = self.ctx.store.add_request(
+                scientist=session.scientist, session_id=session.id, object_id=str(msg["sid"]),
+                kind="smpc", value_type="SharedTensor share", reason=text,
+                frame=codec.dumps(v.share), lineage=lineage)
+        self.groups[group] = Group(str(msg["sid"]), session.id, row.id if row else None, urls,
+                                   self._own_url(msg))
+        return {"request": row.public() if row else None}
+
+    def _status(self, g: Group) -> str:
+        if g.request is None:
+            return "approved"  # this owner has no data in the value
+        row = self.ctx.store.request(g.request)
+        return row.status if row is not None else "denied"
+
+    async def _answer_status(self, sender: str, m: channel.Message) -> None:
+        """A peer asks whether this worker's owner approved reveal group ``m.cid``."""
+        g = self.groups.get(m.cid)
+        try:
+            doc = codec.loads(m.payload, limit=4096)
+        except SyftError:
+            doc = {}
+        status = "unknown"
+        if g is not None and isinstance(doc, dict) and doc.get("sid") == g.sid and \
+                sender in g.urls:
+            status = self._status(g)
+        url = g.urls.get(sender) if g is not None else None
+        if url is None and isinstance(doc, dict) and isinstance(doc.get("reply_to"), str) and \
+                doc["reply_to"].startswith("ws"):
+            url = doc["reply_to"][:300]  # an authenticated peer; the answer is sealed to it
+        if url is not None:
+            await self._send_doc(sender, url, m.cid, "status=", {"status": status})
+
+    async def op_smpc_result(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """This party's share of an approved reveal.
+
+        Takes ``group``. Released only when this worker's owner approved (if
+        involved) *and* every other involved party confirms, over the encrypted
+        links, that its owner approved the same group; committed to the audit
+        log before it leaves.
+        """
+        group = self._cid(msg, "group")
+        g = self.groups.get(group)
+        if g is None or g.session != session.id:
+            raise PermissionDenied("no such reveal request in this session")
+        v = self._get(session, g.sid)
+        own = self._status(g)
+        if own == "denied":
+            raise RequestDenied(f"the owner of {self.name} denied the reveal", request=g.request)
+        if own != "approved":
+            raise RequestPending(f"the owner of {self.name} has not decided yet",
+                                 request=g.request)
+        others = [p for p in v.taint if p != self.name]
+        for p in others:
+            if p not in g.urls:
+                raise SMPCError(f"{p} has data in this value but is not a party")
+
+        async def ask(p: str) -> str:
+            await self._send_doc(p, g.urls[p], group, "status?",
+                                 {"sid": g.sid, "reply_to": g.own_url})
+            doc = await self._recv_doc(p, group, "status=")
+            return str(doc.get("status")) if isinstance(doc, dict) else "unknown"
+
+        statuses = await asyncio.gather(*(ask(p) for p in others))
+        for p, s in zip(others, statuses, strict=True):
+            if s == "denied":
+                raise RequestDenied(f"the owner of {p} denied the reveal", party=p)
+            if s != "approved":
+                raise RequestPending(f"the owner of {p} has not approved yet", party=p)
+        if g.request is not None:
+            row = self.ctx.store.request(g.request)
+            assert row is not None
+            self.ctx.store.record_release(row)  # committed before the share leaves
+        else:
+            self.ctx.store.audit(session.scientist, "smpc_release",
+                                 {"group": group, "sid": g.sid})
+        return {"share": v.share}
+
+    async def op_smpc_free(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """Forget shared values of this session (``sids``)."""
+        sids = msg.get("sids") or []
+        if not isinstance(sids, list):
+            raise ProtocolError("'sids' is a list")
+        for s in sids[:10000]:
+            if isinstance(s, str):
+                self.values.pop((session.id, s), None)
+        return {}
+
+
+def _pack(values: list[torch.Tensor]) -> Any:
+    """An Open's contributions as one flat buffer (the receiver knows shapes and dtypes:
+    its own contributions have the same)."""
+    flat = [v.reshape(-1).numpy().view(np.uint8) for v in values]
+    return flat[0] if len(flat) == 1 else np.concatenate(flat)
+
+
+def _unpack(payload: bytearray, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A peer's contributions, shaped like ours; a wrong length is a typed error."""
+    sizes = [v.numel() * v.element_size() for v in like]
+    if len(payload) != sum(sizes):
+        raise SMPCError("a party opened values of other shapes")
+    out, offset = [], 0
+    for v, size in zip(like, sizes, strict=True):
+        t = torch.frombuffer(payload, dtype=v.dtype, count=v.numel(), offset=offset) \
+            if size else torch.empty(0, dtype=v.dtype)
+        out.append(t.reshape(v.shape))
+        offset += size
+    return out
+
+
+def _recipe_doc(r: Recipe) -> dict[str, Any]:
+    return {"kind": r.kind, "shapes": [list(s) for s in r.shapes], "params": dict(r.params)}
+
+
+def _recipes(raw: Any) -> list[Recipe]:
+    if not isinstance(raw, list) or len(raw) > 64:
+        raise ProtocolError("'recipes' is a list of at most 64")
+    out = []
+    for r in raw:
+        try:
+            shapes = tuple(tuple(int(d) for d in s) for s in r["shapes"])
+            if any(d < 0 or d > 1 << 31 for s in shapes for d in s):
+                raise ValueError
+            out.append(Recipe(str(r["kind"]), shapes, dict(r.get("params") or {})))
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError("a recipe is {kind, shapes, params}") from None
+    return out
