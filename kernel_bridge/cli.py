@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import cli_he
-from . import smpc_cli
+from . import cli_he, smpc_cli
 from .errors import ConfigError, SyftError
 from .owner.terminal import clean
 
