@@ -1,4 +1,4 @@
-"""SMPC over real workers: 2PC (alice, bob) with an independent dealer (carol), next to CrypTen.
+"""SMPC over real workers: 2PC (alice, bob) with an independent dealer (dave), next to CrypTen.
 
 Each op runs on clean inputs the scientist shared; the dealer makes and sends
 the material first (its *offline* time, reported in the detail line), then the
@@ -41,7 +41,7 @@ class _Bench:
         root = Path(tempfile.mkdtemp(prefix="syftlab-bench-smpc-"))
         self.alice = kb.launch("alice", state=root / "alice", threads=1)
         self.bob = kb.launch("bob", state=root / "bob", threads=1)
-        self.carol = kb.launch("carol", dealer=True, state=root / "carol", threads=1)
+        self.dave = kb.launch("dave", dealer=True, state=root / "dave", threads=1)
         self.done: set[str] = set()
         self._crypten: dict[str, float] | None = None
 
@@ -59,7 +59,7 @@ class _Bench:
         torch.manual_seed(0)
 
         def sh(t: torch.Tensor) -> Any:
-            return kb.smpc.share(t, parties=parties, dealer=self.carol)
+            return kb.smpc.share(t, parties=parties, dealer=self.dave)
 
         if key.startswith("matmul"):
             n = int(key[len("matmul"):])
@@ -71,7 +71,7 @@ class _Bench:
         return sh(torch.randn(100, 100)), sh(torch.randn(100, 100)), "add", {}
 
     def close(self) -> None:
-        for w in (self.alice, self.bob, self.carol):
+        for w in (self.alice, self.bob, self.dave):
             w.close()
 
 

@@ -25,10 +25,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def demo_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """alice and bob from the demo configs (and carol, the SMPC dealer); yields the
+    """alice and bob from the demo configs (and dave, the SMPC dealer); yields the
     connection file."""
     root = tmp_path_factory.mktemp("demo")
-    started = demo.start_workers(demo.default_datasets(), ["alice", "bob", "carol"],
+    started = demo.start_workers(demo.default_datasets(), ["alice", "bob", "dave"],
                                  state_root=root, any_port=True)
     conn = connections.write(root / "connections.json", {
         cfg.name: {"url": proc.url, "token": token, "state": str(cfg.state)}
@@ -107,4 +107,4 @@ def check_start_here(nb: Any) -> None:
 
 def test_connection_file_is_private(demo_workers: Path) -> None:
     assert demo_workers.stat().st_mode & 0o077 == 0  # it holds tokens
-    assert set(json.loads(demo_workers.read_text())) == {"alice", "bob", "carol"}
+    assert set(json.loads(demo_workers.read_text())) == {"alice", "bob", "dave"}

@@ -8,7 +8,7 @@
     [smpc.peers]            # computing parties this worker exchanges masked values with
     bob = "sha256:<64 hex>"
     [smpc.dealers]          # dealers whose correlated randomness this worker accepts
-    carol = "sha256:<64 hex>"
+    dave = "sha256:<64 hex>"
 """
 
 from __future__ import annotations

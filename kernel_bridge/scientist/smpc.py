@@ -9,8 +9,8 @@ for you: you give and get floats.
 
 ::
 
-    xs = x.share(alice, bob, dealer=carol)       # x: a numeric pointer on alice
-    ys = y.share(alice, bob, dealer=carol)
+    xs = x.share(alice, bob, dealer=dave)       # x: a numeric pointer on alice
+    ys = y.share(alice, bob, dealer=dave)
     mean = (xs + ys) / 600
     mean.reveal()                                # ApprovalRequired: alice and bob decide
     req = mean.request(reason="pooled mean"); req.wait(); req.result()
@@ -484,7 +484,7 @@ async def _ashare_pointer(pointer: Any, parties: Sequence[Any], dealer: Any | No
 
 def share_pointer(pointer: Any, parties: Sequence[Any], dealer: Any | None = None
                   ) -> SharedTensor:
-    """``pointer.share(alice, bob, dealer=carol)``: see :meth:`Pointer.share`."""
+    """``pointer.share(alice, bob, dealer=dave)``: see :meth:`Pointer.share`."""
     out: SharedTensor = pointer._session.blocking(_ashare_pointer(pointer, parties, dealer))
     return out
 

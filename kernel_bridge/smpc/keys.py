@@ -15,7 +15,7 @@ an entry it pins, either in the worker TOML::
     [smpc.peers]                         # computing parties we exchange masked values with
     bob = "sha256:3f1c..."
     [smpc.dealers]                       # dealers whose material we accept
-    carol = "sha256:9a0e..."
+    dave = "sha256:9a0e..."
 
 or in ``smpc_trust.json`` in the state directory (written by
 ``syftlab smpc trust``, and by :func:`kernel_bridge.launch` for the workers one
