@@ -199,14 +199,24 @@ def _digits_csv(pixels: np.ndarray, labels: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
+DIGITS_TEST_ROWS = 297
+
+
 def digits_files(out_dir: Path) -> list[Path]:
-    """scikit-learn's digits split non-IID over alice, bob and carol, with uniform mocks."""
+    """scikit-learn's digits split non-IID over alice, bob and carol, with uniform mocks.
+
+    ``DIGITS_TEST_ROWS`` random rows are held out first as a public test set
+    (``digits/test.csv``, on no worker), for the scientist to evaluate on.
+    """
     from sklearn.datasets import load_digits  # bundled with scikit-learn, read from disk
 
     digits = load_digits()
     pixels, labels = np.asarray(digits.data), np.asarray(digits.target)
     split_rng, mock_rng = np.random.default_rng([SEED, 64]).spawn(2)
-    files = {}
+    order = split_rng.permutation(len(labels))
+    test, train = np.sort(order[:DIGITS_TEST_ROWS]), np.sort(order[DIGITS_TEST_ROWS:])
+    files = {"digits/test.csv": _digits_csv(pixels[test], labels[test])}
+    pixels, labels = pixels[train], labels[train]
     for name, rows in zip(DIGIT_WORKERS, digits_split(labels, split_rng), strict=True):
         files[f"digits/{name}.csv"] = _digits_csv(pixels[rows], labels[rows])
         files[f"digits/{name}_mock.csv"] = _digits_csv(

@@ -61,7 +61,7 @@ def _json_only(value: Any) -> bool:
 
 def test_generator_reproduces_committed_files(tmp_path: Path) -> None:
     written = _load_generator().generate(tmp_path)
-    assert len(written) == 14  # alice/bob heart + ECG, carol's heart, three digits shares
+    assert len(written) == 15  # alice/bob heart + ECG, carol's heart, digits shares + test set
     for path in written:
         rel = path.relative_to(tmp_path)
         assert (DATASETS / rel).read_bytes() == path.read_bytes(), rel
@@ -99,7 +99,7 @@ def test_demo_configs_parse_and_load(worker: str) -> None:
     assert 0.35 < private["target"].mean() < 0.65
     digits = assets["digits"].private()  # FL tutorials: a non-IID share of sklearn's digits
     assert list(digits.columns) == [f"p{i}" for i in range(64)] + ["label"]
-    assert digits.drop(columns="label").to_numpy().max() <= 16 and 400 < len(digits) < 800
+    assert digits.drop(columns="label").to_numpy().max() <= 16 and 300 < len(digits) < 800
 
 
 def test_demo_ecg_asset() -> None:
