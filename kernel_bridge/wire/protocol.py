@@ -45,6 +45,11 @@ class Op(StrEnum):
     REQUESTS = "requests"
     DP_QUERY = "dp_query"
     BUDGET = "budget"
+    # fl (secure aggregation of held plan runs: kernel_bridge/owner/services/secagg.py)
+    SECAGG_KEYS = "secagg_keys"
+    SECAGG_SHARE = "secagg_share"
+    SECAGG_MASK = "secagg_mask"
+    SECAGG_UNMASK = "secagg_unmask"
 
 
 class Action(StrEnum):
