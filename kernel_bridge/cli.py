@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("--cert", help="a PEM certificate (default: the state dir's own)")
     tf.add_argument("--state", help="the worker's state directory")
 
+    from . import plans_cli  # plans
+
+    plans_cli.add_parser(sub)
+
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("--limit", type=int, default=50)
     _state_arg(a)
@@ -332,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_token(args)
         if args.command == "requests":
             return run_requests(args)
+        if args.command == "plans":  # plans
+            from . import plans_cli
+
+            return plans_cli.run(args)
         if args.command == "demo":
             from pathlib import Path
 

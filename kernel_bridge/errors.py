@@ -194,6 +194,34 @@ class BudgetExhausted(SyftError):
     """
 
 
+# plans
+class InvalidPlan(SyftError):
+    """A plan document the worker will not accept (a missing or unknown field, a
+    column the asset does not declare, an output form it cannot check)."""
+
+
+class PlanPending(SyftError):
+    """The owner has not decided the plan yet; it cannot run."""
+
+
+class PlanDenied(SyftError):
+    """The owner denied the plan (``reason`` says why); it never runs."""
+
+
+class PlanRunsExhausted(SyftError):
+    """The plan used all the runs its policy allows; nothing was run or spent."""
+
+
+class PlanOutputRejected(SyftError):
+    """A run's outputs were not of the form the policy declares (names, shapes,
+    dtype, finite values); nothing was released (``output`` names the first
+    output that failed, ``problem`` what was wrong with it, never its values)."""
+
+
+class SecureAggregationRequired(PermissionDenied):
+    """The plan's outputs leave only as part of a secure aggregate, never in the clear."""
+
+
 # fl
 class RoundFailed(SyftError):
     """An FL round ended with fewer workers than its policy's minimum; the job stopped.
@@ -236,6 +264,13 @@ WIRE_ERRORS: dict[str, type[SyftError]] = {
         InvalidURL,
         InvalidQuery,
         BudgetExhausted,
+        # plans
+        InvalidPlan,
+        PlanPending,
+        PlanDenied,
+        PlanRunsExhausted,
+        PlanOutputRejected,
+        SecureAggregationRequired,
     )
 }
 

@@ -18,6 +18,7 @@ from ..errors import AlreadyDecided
 from ..wire import codec
 from . import lineage
 from .ledger import Ledger
+from .plans import PlanStore
 from .store import RequestRow, Store
 
 
@@ -96,6 +97,7 @@ class Owner:
     def __init__(self, state: str | Path) -> None:
         self.store = Store(state)
         self._ledger: Ledger | None = None
+        self._plans: PlanStore | None = None
 
     def __repr__(self) -> str:
         return f"Owner({str(self.store.dir)!r})"
@@ -183,6 +185,56 @@ class Owner:
         Takes effect at once, also on a running worker; recorded in the audit log.
         """
         return self.ledger.set_budget(scientist, asset, epsilon, delta)
+
+    # plans
+    @property
+    def plan_store(self) -> PlanStore:
+        """Plans, decisions and runs in this state directory."""
+        if self._plans is None:
+            self._plans = PlanStore(self.store)
+        return self._plans
+
+    def plans(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Plans with the given status (``None``: all), oldest first, for review.
+
+        Each is a dict: ``id``, ``name``, ``scientist``, ``hash``, ``status``,
+        ``reason``, ``asset``, ``runs_used``/``max_runs``, ``epsilon_spent``/
+        ``epsilon_total``, ``document`` (code, inputs, policy) and ``policy_words``
+        (the output policy in sentences).
+        """
+        return [p.review() for p in self.plan_store.plans(status=status)]
+
+    def plan(self, plan_id: int) -> dict[str, Any]:
+        """One plan for review (as in :meth:`plans`) with its ``runs``."""
+        row = self.plan_store.plan(plan_id)
+        if row is None:
+            raise KeyError(f"no plan {plan_id}")
+        return {**row.review(), "runs": self.plan_store.runs(plan_id)}
+
+    def approve_plan(self, plan_id: int, plan_hash: str | None = None) -> dict[str, Any]:
+        """Approve a pending plan: its exact hash may then run under its policy.
+
+        ``plan_hash`` (what you reviewed; the panel sends it) must match the stored
+        plan's. Approving an approved plan is a no-op (``already_decided``);
+        approving a denied one raises :class:`~kernel_bridge.errors.AlreadyDecided`.
+        """
+        return self._decide_plan(plan_id, True, None, plan_hash)
+
+    def deny_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
+        """Deny a pending plan; ``reason`` is shown to the scientist. It never runs."""
+        if not reason or not reason.strip():
+            raise ValueError("a denial needs a reason the scientist can act on")
+        return self._decide_plan(plan_id, False, reason, None)
+
+    def _decide_plan(self, plan_id: int, approve: bool, reason: str | None,
+                     plan_hash: str | None) -> dict[str, Any]:
+        try:
+            row = self.plan_store.decide(plan_id, approve, reason, expected_hash=plan_hash)
+            return {**row.review(), "already_decided": False}
+        except AlreadyDecided as exc:
+            if exc.data.get("status") != ("approved" if approve else "denied"):
+                raise
+            return {**self.plan(plan_id), "already_decided": True}
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest ``limit`` audit entries, oldest first."""

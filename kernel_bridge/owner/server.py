@@ -42,6 +42,7 @@ from .services import Handler, Service
 from .services.cells import CellService
 from .services.dp import DPService
 from .services.objects import ObjectService
+from .services.plans import PlanService
 from .services.requests import RequestService
 from .session import Session
 from .store import Store, hash_token
@@ -68,6 +69,8 @@ class WorkerServer:
         self.dp = DPService(self.ctx)
         self.services: list[Service] = [ObjectService(self.ctx), CellService(self.ctx),
                                         RequestService(self.ctx), self.dp]
+        self.plans = PlanService(self.ctx, self.dp.ledger)  # plans
+        self.services.append(self.plans)
         #: op -> (service, handler); a service's ops are listed in its ops().
         self.handlers: dict[str, tuple[Service | None, Handler]] = {
             Op.PING: (None, self.op_ping)}

@@ -34,6 +34,8 @@ from ..errors import ConnectionLost
 from ..wire.protocol import Op, OpKind
 from .connection import Connection
 from .dp import DPQuery, DPResult
+from .plans import Plan, PlanRun
+from .plans import submit as _submit_plan
 from .pointer import Pointer
 from .receipt import Receipt, run_cell
 from .request import Request
@@ -339,6 +341,35 @@ class AsyncWorker:
     async def release(self, query: DPQuery, alpha: float = 0.05) -> DPResult:
         """``query.release()``: run a DP query, spending its ε."""
         return await query._arelease(alpha)
+
+    # -- plans ---------------------------------------------------------------------
+    async def submit_plan(self, doc: dict[str, Any], reason: str = "") -> Plan:
+        """Submit a plan (:mod:`kernel_bridge.plan_document`) for the owner's approval.
+
+        Returns a :class:`~kernel_bridge.scientist.plans.Plan` (pending). The same
+        document submitted again gives the same plan back while it is not denied.
+        """
+        return await _submit_plan(self, doc, reason)
+
+    async def plans(self) -> list[Plan]:
+        """Your plans on this worker, oldest first (status, runs used, ε spent)."""
+        return [Plan(self.handle, p) for p in (await self.call(Op.PLANS))["plans"]]
+
+    async def plan_by_id(self, plan_id: int) -> Plan:
+        """Find one of your plans again (e.g. after a reconnect)."""
+        return Plan(self.handle, (await self.call(Op.PLAN_STATUS, plan=plan_id))["plan"])
+
+    async def wait_plan(self, plan: Plan, timeout: float | None = 600.0) -> Plan:
+        """``plan.wait()``: until the owner decides (or ``timeout`` s pass)."""
+        return await plan._await(timeout)
+
+    async def refresh_plan(self, plan: Plan) -> Plan:
+        """``plan.refresh()``: the plan's status and progress now."""
+        return await plan._arefresh()
+
+    async def run_plan(self, plan: Plan, **args: Any) -> PlanRun:
+        """``plan.run(**args)``: one run under the plan's policy."""
+        return await plan._arun(**args)
 
     async def close(self) -> None:
         """Close the connection (the session stays on the worker for a while)."""

@@ -140,6 +140,10 @@ class Worker:
     request_by_id = _blocking(AsyncWorker.request_by_id)
     budget = _blocking(AsyncWorker.budget)
     ping = _blocking(AsyncWorker.ping)
+    # plans
+    submit_plan = _blocking(AsyncWorker.submit_plan)
+    plans = _blocking(AsyncWorker.plans)
+    plan_by_id = _blocking(AsyncWorker.plan_by_id)
 
     @property
     def datasets(self) -> list[Dataset]:

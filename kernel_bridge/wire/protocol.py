@@ -45,6 +45,12 @@ class Op(StrEnum):
     REQUESTS = "requests"
     DP_QUERY = "dp_query"
     BUDGET = "budget"
+    # plans
+    PLAN_SUBMIT = "plan_submit"
+    PLAN_STATUS = "plan_status"
+    PLANS = "plans"
+    WAIT_PLAN = "wait_plan"
+    PLAN_RUN = "plan_run"
     # fl (secure aggregation of held plan runs: kernel_bridge/owner/services/secagg.py)
     SECAGG_KEYS = "secagg_keys"
     SECAGG_SHARE = "secagg_share"
