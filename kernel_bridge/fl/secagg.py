@@ -286,11 +286,16 @@ def context_for(round_name: str) -> bytes:
 
 # -- plan outputs <-> one vector ----------------------------------------------------------------
 def output_order(forms: Mapping[str, Any]) -> list[tuple[str, str | None]]:
-    """The (output, tensor) order in which a plan's outputs are flattened for masking."""
+    """The (output, tensor) order in which a plan's outputs are flattened for masking.
+
+    Sorted by name, so that it does not depend on a dict's order (a stored plan's
+    policy comes back from canonical JSON with its keys sorted).
+    """
     order: list[tuple[str, str | None]] = []
-    for name, form in forms.items():
+    for name in sorted(forms):
+        form = forms[name]
         if form["kind"] == "tensors":
-            order += [(name, p) for p in form["shapes"]]
+            order += [(name, p) for p in sorted(form["shapes"])]
         else:
             order.append((name, None))
     return order
@@ -318,10 +323,12 @@ def split_outputs(vector: np.ndarray, forms: Mapping[str, Any]) -> dict[str, Any
     """A flat vector cut back into the declared form (the inverse of :func:`flatten_outputs`)."""
     out: dict[str, Any] = {}
     at = 0
-    for name, form in forms.items():
+    for name in sorted(forms):
+        form = forms[name]
         if form["kind"] == "tensors":
             parts = {}
-            for param, shape in form["shapes"].items():
+            for param in sorted(form["shapes"]):
+                shape = form["shapes"][param]
                 n = int(np.prod(shape)) if shape else 1
                 parts[param] = np.ascontiguousarray(vector[at:at + n].reshape(shape))
                 at += n
