@@ -160,7 +160,15 @@ class Participant:
             raise PermissionDenied("secure aggregation: my own keys are not in the key list")
         if not 1 < threshold <= len(keys):
             raise InvalidQuery(f"secure aggregation needs 2 <= threshold <= {len(keys)}")
-        self.keys = {int(j): (bytes(k["c"]), bytes(k["s"])) for j, k in keys.items()}
+        keys_ = {int(j): (bytes(k["c"]), bytes(k["s"])) for j, k in keys.items()}
+        for j, (c, s) in keys_.items():
+            for pub in (c, s):  # a low-order point would make a shared secret of zeros
+                try:
+                    self._c.exchange(X25519PublicKey.from_public_bytes(pub))
+                except ValueError:
+                    raise PermissionDenied(f"secure aggregation: worker {j}'s public key "
+                                           "is not a valid X25519 key") from None
+        self.keys = keys_
         self.threshold = threshold
         ids = sorted(self.keys)
         b_shares = shamir_split(self._b, ids, threshold)
