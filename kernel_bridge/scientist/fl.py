@@ -142,6 +142,8 @@ class FLJob:
         self.name = name or f"fl_{type(self).__name__.lower()}_{data}"
         self.history = History([m.worker.name for m in self.members], dp=dp is not None)
         self._doc: dict[str, Any] | None = None
+        #: The merged public declarations the plan encodes with (set by :meth:`plan`).
+        self.spec: list[dict[str, Any]] = []
         self._job_id = secrets.token_hex(6)
         self._round = 0
 
@@ -169,6 +171,7 @@ class FLJob:
                     raise InvalidQuery(f"{m.worker.name} has no table asset {self.data!r}")
                 specs.append(found[0]["schema"]["columns"])
             spec = merge_specs(specs, [*self.features, self.target])
+            self.spec = spec
             self._doc = training_plan(
                 self.model, name=self.name, asset=self.data, spec=spec,
                 features=self.features, target=self.target, rounds=self.rounds,
