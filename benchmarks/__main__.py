@@ -16,7 +16,7 @@ import time
 from . import core
 
 #: Modules whose import registers benchmarks, in the order they run.
-MODULES = ("bridge", "magic", "dp", "widgets", "hostile")
+MODULES = ("bridge", "magic", "dp", "widgets", "hostile", "fl")
 
 
 def main(argv: list[str] | None = None) -> int:
