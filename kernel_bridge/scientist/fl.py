@@ -26,6 +26,7 @@ is the sum of updates, and nothing else about any single one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import secrets
 import time
@@ -226,7 +227,11 @@ class FLJob:
         bar = _progress(self, rounds, progress)
         fut = self.members[0].core.submit(self.arun(rounds, bar))
         try:
-            return fut.result()  # type: ignore[no-any-return]
+            while True:  # short waits: a Ctrl-C (SIGINT) is handled between them
+                try:
+                    return fut.result(timeout=0.25)  # type: ignore[no-any-return]
+                except concurrent.futures.TimeoutError:
+                    continue
         except KeyboardInterrupt:
             fut.cancel()
             try:

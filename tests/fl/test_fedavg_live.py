@@ -3,6 +3,7 @@ and with secure aggregation the client never receives an individual update."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -128,3 +129,23 @@ def test_secure_aggregation_client_never_holds_an_individual_update(
     assert runs and all(r["status"] == "held" for r in runs)
     assert not any("frame" in r or "download" in r for r in received
                    if isinstance(r, dict) and "run" in r)
+
+
+def test_ctrl_c_stops_the_job_cleanly(hospitals: list[kb.Worker]) -> None:
+    import _thread
+    import threading
+
+    job = fl.FedAvg(heart_model(3), workers=hospitals, data="heart", features=FEATURES,
+                    target="target", rounds=5, lr=0.1, seed=3)
+    approve_all(job, hospitals)
+    job.run(rounds=1, progress=False)
+    kept = {k: v.clone() for k, v in job.model.state_dict().items()}
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # Ctrl-C during round 2
+    timer.start()
+    t = time.monotonic()
+    history = job.run(progress=False)
+    timer.join()
+    assert time.monotonic() - t < 10  # it stopped, it did not finish the rounds
+    assert history.stopped == "interrupted (Ctrl-C)" and len(history) == 1
+    for k, v in job.model.state_dict().items():  # the model keeps the completed round
+        assert torch.equal(v, kept[k])
