@@ -195,7 +195,9 @@ def _check_output(oname: Any, form: Any) -> None:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}"
+    """``2.0`` (not ``2``), ``0.5``, ``1e-05``: an ε reads as a real number."""
+    text = f"{x:g}"
+    return text if any(c in text for c in ".en") else text + ".0"
 
 
 def policy_words(doc: dict[str, Any]) -> list[str]:

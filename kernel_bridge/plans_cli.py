@@ -1,4 +1,4 @@
-"""``syftlab plans list / show N / approve N / deny N --reason ...``: review plans.
+"""``syftlab plans list / show N / approve N / deny N --reason ... / revoke N --reason ...``.
 
 A plan is code plus declared inputs plus an output policy
 (:mod:`kernel_bridge.plan_document`); approving it lets its exact hash run on
@@ -32,6 +32,10 @@ def add_parser(sub: Any) -> None:
     pd.add_argument("id", type=int)
     pd.add_argument("--reason", required=True)
     pd.add_argument("--state", required=True, help="the worker's state directory")
+    pr = psub.add_parser("revoke", help="stop an approved plan (no further runs)")
+    pr.add_argument("id", type=int)
+    pr.add_argument("--reason", required=True)
+    pr.add_argument("--state", required=True, help="the worker's state directory")
 
 
 def _when(ts: float | None) -> str:
@@ -93,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             print(clean(f"plan #{p['id']} ({p['scientist']}) was already denied: nothing changed"
                         if p["already_decided"]
                         else f"denied plan #{p['id']} ({p['scientist']}): {args.reason}"))
+        elif args.action == "revoke":
+            p = owner.revoke_plan(args.id, args.reason)
+            print(clean(f"revoked plan #{p['id']} ({p['scientist']}): {args.reason}"))
     finally:
         owner.close()
     return 0

@@ -1,4 +1,4 @@
-"""``Approvals``: the data owner's pending requests, with preview, approve and deny."""
+"""``Approvals``: the data owner's pending requests and plans, with preview, approve and deny."""
 
 from __future__ import annotations
 
@@ -38,6 +38,22 @@ def _lineage_rows(r: PendingRequest) -> dict[str, Any]:
             "rest": [entry(e) for e in view["rest"]]}
 
 
+def _plan_row(p: dict[str, Any]) -> dict[str, Any]:
+    """A plan as the widget shows it: code (clipped), inputs, policy in words, progress."""
+    doc = p["document"]
+    inputs = doc["inputs"]
+    progress = f"runs {p['runs_used']}/{p['max_runs']}"
+    if p["epsilon_total"] is not None:
+        progress += f" · ε {p['epsilon_spent']:.2f} of {p['epsilon_total']:.2f}"
+    return {"id": p["id"], "name": p["name"], "scientist": p["scientist"],
+            "reason": p["reason"], "status": p["status"], "hash": p["hash"],
+            "deny_reason": p["deny_reason"] or "", "code": _clip(doc["code"], CODE_CHARS),
+            "entry": doc["entry"],
+            "inputs": f"asset '{inputs['asset']}': columns {', '.join(inputs['columns'])}"
+                      + (f"; target '{inputs['target']}'" if inputs.get("target") else ""),
+            "policy_words": list(p["policy_words"]), "progress": progress}
+
+
 class Approvals(LiveWidget):
     """Pending requests on a worker, for its data owner to review and decide.
 
@@ -62,6 +78,8 @@ class Approvals(LiveWidget):
     _css = static("widgets.css")
 
     requests = traitlets.List(traitlets.Dict()).tag(sync=True)
+    #: Plans: pending ones to decide, then the others with their progress.
+    plans = traitlets.List(traitlets.Dict()).tag(sync=True)
     recent = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: The outcome of the last action (shown under the list).
     message = traitlets.Unicode("").tag(sync=True)
@@ -97,6 +115,23 @@ class Approvals(LiveWidget):
         self._refresh_from(self.owner)
         return row
 
+    # plans
+    def approve_plan(self, plan_id: int, plan_hash: str | None = None) -> dict[str, Any]:
+        """Approve plan ``plan_id`` (at ``plan_hash``, the hash shown, when given)."""
+        p = self.owner.approve_plan(int(plan_id), plan_hash)
+        self.message = (f"plan #{p['id']} was already approved" if p["already_decided"]
+                        else f"approved plan #{p['id']} ({p['scientist']})")
+        self._refresh_from(self.owner)
+        return p
+
+    def deny_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
+        """Deny plan ``plan_id``; ``reason`` is shown to the scientist."""
+        p = self.owner.deny_plan(int(plan_id), reason)
+        self.message = (f"plan #{p['id']} was already denied" if p["already_decided"]
+                        else f"denied plan #{p['id']} ({p['scientist']})")
+        self._refresh_from(self.owner)
+        return p
+
     def handle_action(self, content: dict[str, Any]) -> str:
         """Run one action sent by the front end; returns (and shows) its outcome.
 
@@ -110,6 +145,10 @@ class Approvals(LiveWidget):
                 self.approve(rid)
             elif action == "deny":
                 self.deny(rid, str(content.get("reason") or ""))
+            elif action == "approve_plan":
+                self.approve_plan(rid, str(content.get("hash") or "") or None)
+            elif action == "deny_plan":
+                self.deny_plan(rid, str(content.get("reason") or ""))
             elif action == "refresh":
                 self._refresh_from(self.owner)
             else:
@@ -136,6 +175,9 @@ class Approvals(LiveWidget):
         pending = owner.requests("pending")
         done = [r for r in owner.requests(None) if r.status != "pending"][-RECENT:][::-1]
         rows = [self._row(owner, r) for r in pending]
+        plans = [_plan_row(p) for p in owner.plans(None)]
+        plans = [p for p in plans if p["status"] == "pending"] + \
+            [p for p in plans if p["status"] != "pending"][::-1][:RECENT]
         recent = [self._row(owner, r, preview=False) for r in done]
         with self._lock:
             if version != self._version:
@@ -145,6 +187,8 @@ class Approvals(LiveWidget):
                     self.requests = rows
                 if recent != self.recent:
                     self.recent = recent
+                if plans != self.plans:
+                    self.plans = plans
                 self.updated = time.time()
 
     def _row(self, owner: Owner, r: PendingRequest, preview: bool = True) -> dict[str, Any]:
@@ -181,6 +225,11 @@ class Approvals(LiveWidget):
         for r in self.recent[:3]:
             why = f" ({r['deny_reason']})" if r["deny_reason"] else ""
             lines.append(f"  #{r['id']} {r['scientist']}: {r['status']}{why}")
+        for p in self.plans:
+            lines.append(f"  plan #{p['id']} {p['name']!r} by {p['scientist']}: {p['status']}, "
+                         f"{p['progress']}")
+            if p["status"] == "pending":
+                lines.extend(f"    - {w}" for w in p["policy_words"])
         if self.message:
             lines.append(f"  last action: {self.message}")
         return "\n".join(lines)

@@ -3,6 +3,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import { ILineage } from './lineage';
+import type { IPlanInfo } from './plans';
 
 export type Side = 'owner' | 'scientist';
 
@@ -42,6 +43,7 @@ export interface IWorker {
   latency_ms: number | null;
   datasets: IDataset[];
   requests: IScientistRequest[];
+  plans?: IPlanInfo[];
   budget: Budget;
   error: string | null;
 }

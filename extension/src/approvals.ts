@@ -3,11 +3,12 @@
 import { api, ILedgerRow, IOwnerRequest, post } from './api';
 import { clear, el, fmtEpsilon, table } from './dom';
 import { renderLineage } from './lineage';
+import { refreshPlans } from './plans';
 import { PollingWidget } from './polling';
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 const IMAGE_MIMES = ['image/png', 'image/jpeg'];
-type Tab = 'pending' | 'history' | 'budget';
+type Tab = 'pending' | 'history' | 'budget' | 'plans';
 
 function when(ts: number | null): string {
   return ts ? new Date(ts * 1000).toLocaleString() : '';
@@ -62,7 +63,7 @@ export class ApprovalsPanel extends PollingWidget {
     this.title.label = 'Approvals';
     this.title.closable = true;
     const tabs = el('div', 'syftlab-tabs');
-    for (const t of ['pending', 'history', 'budget'] as Tab[]) {
+    for (const t of ['pending', 'history', 'budget', 'plans'] as Tab[]) {
       const b = el('button', 'syftlab-tab jp-Button jp-mod-styled jp-mod-minimal', t[0].toUpperCase() + t.slice(1));
       b.dataset.tab = t;
       b.onclick = () => this.showTab(t);
@@ -72,7 +73,8 @@ export class ApprovalsPanel extends PollingWidget {
     this.pending = el('div', 'syftlab-pane syftlab-pending');
     this.history = el('div', 'syftlab-pane syftlab-history');
     this.budget = el('div', 'syftlab-pane syftlab-budget');
-    this.node.append(tabs, this.status, this.pending, this.history, this.budget);
+    this.plans = el('div', 'syftlab-pane syftlab-plans-pane');
+    this.node.append(tabs, this.status, this.pending, this.history, this.budget, this.plans);
     this.showTab('pending');
   }
 
@@ -84,6 +86,7 @@ export class ApprovalsPanel extends PollingWidget {
     this.pending.hidden = tab !== 'pending';
     this.history.hidden = tab !== 'history';
     this.budget.hidden = tab !== 'budget';
+    this.plans.hidden = tab !== 'plans';
     void this.refresh();
   }
 
@@ -98,6 +101,8 @@ export class ApprovalsPanel extends PollingWidget {
       } else if (this.tab === 'history') {
         const { requests } = await api<{ requests: IOwnerRequest[] }>('requests?status=history');
         this.renderHistory(requests);
+      } else if (this.tab === 'plans') {
+        await refreshPlans(this.plans, () => void this.refresh());
       } else {
         const r = await api<{ ledger: ILedgerRow[]; available: boolean }>('ledger');
         this.renderLedger(r.ledger, r.available);
@@ -219,5 +224,6 @@ export class ApprovalsPanel extends PollingWidget {
   private pending: HTMLDivElement;
   private history: HTMLDivElement;
   private budget: HTMLDivElement;
+  private plans: HTMLDivElement;
   private busy = false;
 }

@@ -2,6 +2,7 @@
 
 import { api, IDataset, IWorker } from './api';
 import { clear, el, fmt, fmtEpsilon, table } from './dom';
+import { planList } from './plans';
 import { PollingWidget } from './polling';
 
 /** Refresh period of the sidebar (ms): the issue asks for ≤ 2 s. */
@@ -73,6 +74,10 @@ export class RemoteDataSidebar extends PollingWidget {
           list.appendChild(li);
         }
         box.appendChild(list);
+      }
+      if (w.plans && w.plans.length) {
+        box.appendChild(el('div', 'syftlab-subtitle', 'My plans'));
+        box.appendChild(planList(w.plans));
       }
       this.body.appendChild(box);
     }

@@ -158,6 +158,50 @@ class LedgerHandler(SyftlabHandler):
         self.reply({"ledger": rows, "available": True})
 
 
+# plans
+class PlansHandler(SyftlabHandler):
+    """GET ``?status=pending|all``: the owner's plans, with their policy in words."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        side = self.need(OwnerSide)
+        which = self.get_query_argument("status", "pending")
+        self.reply({"plans": await self.blocking(side.plans, which)})
+
+
+class PlanHandler(SyftlabHandler):
+    """GET one plan: code, inputs, policy (and in words), progress, runs."""
+
+    @tornado.web.authenticated
+    async def get(self, raw_id: str) -> None:
+        side = self.need(OwnerSide)
+        self.reply({"plan": await self.blocking(side.plan, self.request_id(raw_id))})
+
+
+class PlanDecisionHandler(SyftlabHandler):
+    """POST ``approve`` (body ``{"hash": "<the hash reviewed>"}``, required), ``deny`` or
+    ``revoke`` (an approved plan; body ``{"reason": "..."}``, required for both)."""
+
+    @tornado.web.authenticated
+    async def post(self, raw_id: str, action: str) -> None:
+        side = self.need(OwnerSide)
+        pid = self.request_id(raw_id)
+        body = self.json_body()
+        if action == "approve":
+            digest = body.get("hash")
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise tornado.web.HTTPError(400, "approving a plan needs the hash you reviewed")
+            row = await self.blocking(side.approve_plan, pid, digest)
+        else:
+            reason = body.get("reason")
+            if not isinstance(reason, str) or not reason.strip():
+                what = "denial" if action == "deny" else "revocation"
+                raise tornado.web.HTTPError(400, f"a {what} needs a reason")
+            decide = side.deny_plan if action == "deny" else side.revoke_plan
+            row = await self.blocking(decide, pid, reason.strip())
+        self.reply({"plan": row})
+
+
 def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
     def u(path: str) -> str:
         return url_path_join(base_url, "syftlab", path)
@@ -170,4 +214,8 @@ def handlers(base_url: str) -> list[tuple[str, type[SyftlabHandler]]]:
         (u(r"requests/([^/]+)"), RequestHandler),
         (u(r"requests/([^/]+)/(approve|deny)"), DecisionHandler),
         (u("ledger"), LedgerHandler),
+        # plans
+        (u("plans"), PlansHandler),
+        (u(r"plans/([^/]+)"), PlanHandler),
+        (u(r"plans/([^/]+)/(approve|deny|revoke)"), PlanDecisionHandler),
     ]

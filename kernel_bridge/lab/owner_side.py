@@ -69,3 +69,28 @@ class OwnerSide:
     def ledger(self) -> list[dict[str, Any]]:
         """The privacy-budget ledger per scientist and asset."""
         return [dict(row) for row in self.owner.budget()]
+
+    # plans
+    def plans(self, which: str) -> list[dict[str, Any]]:
+        """``pending`` or ``all`` (newest first): plans with their policy in words."""
+        if which not in ("pending", "all"):
+            raise ValueError(f"unknown plan list {which!r}: pending or all")
+        rows = self.owner.plans("pending" if which == "pending" else None)
+        if which == "all":
+            rows.reverse()
+        return rows
+
+    def plan(self, plan_id: int) -> dict[str, Any]:
+        """One plan for review: document (code, inputs, policy), policy in words, runs."""
+        return self.owner.plan(plan_id)
+
+    def approve_plan(self, plan_id: int, plan_hash: str | None) -> dict[str, Any]:
+        """Approve the plan whose hash the reviewer saw (refused if it differs)."""
+        return self.owner.approve_plan(plan_id, plan_hash)
+
+    def deny_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
+        return self.owner.deny_plan(plan_id, reason)
+
+    def revoke_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
+        """Stop an approved plan: no further run starts."""
+        return self.owner.revoke_plan(plan_id, reason)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SyftError
+from ..errors import ProtocolError, SyftError
 from ..scientist.connections import ConnectionEntry, ConnectionsError, read
 from ..scientist.worker import Worker, connect
 
@@ -136,7 +136,7 @@ class ScientistSide:
         c = slot.conn
         out: dict[str, Any] = {"name": c.name, "url": c.url, "online": False,
                                "latency_ms": None, "datasets": slot.datasets, "requests": [],
-                               "budget": None, "error": None}
+                               "plans": [], "budget": None, "error": None}
         with slot.lock:
             try:
                 w = self._worker(slot)
@@ -147,6 +147,7 @@ class ScientistSide:
                 out["datasets"] = slot.datasets
                 out["requests"] = [r._info for r in w.requests()]
                 out["budget"] = budget_of(w)
+                out["plans"] = plans_of(w)
                 out["online"] = True
             except _Cached as exc:
                 out["error"] = str(exc)[:300]
@@ -175,7 +176,7 @@ class ScientistSide:
                 c = slot.conn
                 last = dict(slot.last or {"name": c.name, "url": c.url, "online": False,
                                           "latency_ms": None, "datasets": slot.datasets,
-                                          "requests": [], "budget": None,
+                                          "requests": [], "plans": [], "budget": None,
                                           "error": "connecting…"})
                 out.append({**last, "pending": True})
         return out
@@ -206,3 +207,12 @@ class ScientistSide:
 def budget_of(worker: Worker) -> dict[str, Any]:
     """``Worker.budget()``: per asset ε spent/limit/remaining, as JSON-ready dicts."""
     return {str(k): dict(v) for k, v in worker.budget().items()}
+
+
+def plans_of(worker: Worker) -> list[dict[str, Any]]:
+    """The scientist's plans on a worker (status, runs used, ε spent); [] on a worker
+    that predates plans."""
+    try:
+        return [p.info for p in worker.plans()]
+    except ProtocolError:
+        return []

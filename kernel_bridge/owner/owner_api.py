@@ -226,6 +226,12 @@ class Owner:
             raise ValueError("a denial needs a reason the scientist can act on")
         return self._decide_plan(plan_id, False, reason, None)
 
+    def revoke_plan(self, plan_id: int, reason: str) -> dict[str, Any]:
+        """Stop an approved plan: no further run starts; ``reason`` reaches the scientist."""
+        if not reason or not reason.strip():
+            raise ValueError("a revocation needs a reason the scientist can act on")
+        return {**self.plan_store.revoke(plan_id, reason).review(), "already_decided": False}
+
     def _decide_plan(self, plan_id: int, approve: bool, reason: str | None,
                      plan_hash: str | None) -> dict[str, Any]:
         try:

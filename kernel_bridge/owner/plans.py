@@ -82,7 +82,7 @@ class PlanRow:
     hash: str
     document: dict[str, Any]
     reason: str
-    status: str  # pending | approved | denied
+    status: str  # pending | approved | denied | revoked
     deny_reason: str | None
     created: float
     decided: float | None
@@ -143,7 +143,7 @@ class PlanStore:
         digest = plan_hash(doc)
         with self.store._tx():
             row = self.db.execute("SELECT id FROM plans WHERE scientist=? AND hash=? AND "
-                                  "status != 'denied' ORDER BY id DESC LIMIT 1",
+                                  "status IN ('pending', 'approved') ORDER BY id DESC LIMIT 1",
                                   (scientist, digest)).fetchone()
             if row is not None:
                 pid = int(row[0])
@@ -209,6 +209,28 @@ class PlanStore:
         assert out is not None
         return out
 
+    def revoke(self, plan_id: int, reason: str, actor: str = "owner") -> PlanRow:
+        """Stop an approved plan: no further run starts (runs under way finish).
+
+        Its status becomes ``revoked``; it cannot be approved again (the scientist
+        submits it anew). Raises AlreadyDecided for a plan that is not approved.
+        """
+        with self.store._tx():
+            cur = self.db.execute("UPDATE plans SET status='revoked', deny_reason=?, decided=? "
+                                  "WHERE id=? AND status='approved'",
+                                  (reason, time.time(), int(plan_id)))
+            if cur.rowcount != 1:
+                row = self.db.execute("SELECT status FROM plans WHERE id=?",
+                                      (int(plan_id),)).fetchone()
+                if row is None:
+                    raise KeyError(f"no plan {plan_id}")
+                raise AlreadyDecided(f"plan {plan_id} is {row['status']}, not approved",
+                                     plan=int(plan_id), status=row["status"])
+            self.store._audit(actor, "plan_revoked", {"plan": int(plan_id), "reason": reason})
+        out = self.plan(plan_id)
+        assert out is not None
+        return out
+
     # -- runs ----------------------------------------------------------------------
     def reserve(self, scientist: str, plan_id: int, plan_hash_: str, epsilon: float,
                 delta: float) -> int:
@@ -232,8 +254,8 @@ class PlanStore:
             if plan.status == "pending":
                 raise PlanPending(f"plan {plan_id} is waiting for the owner's approval",
                                   plan=plan_id)
-            if plan.status == "denied":
-                raise PlanDenied(f"plan {plan_id} was denied: {plan.deny_reason or ''}",
+            if plan.status in ("denied", "revoked"):
+                raise PlanDenied(f"plan {plan_id} was {plan.status}: {plan.deny_reason or ''}",
                                  plan=plan_id, reason=plan.deny_reason or "")
             if plan.runs_used >= plan.max_runs:
                 self.store._audit(scientist, "plan_run_refused", {

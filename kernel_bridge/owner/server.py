@@ -148,6 +148,7 @@ class WorkerServer:
             await self._server.wait_closed()
         for s in list(self.sessions.values()):
             await s.shutdown()
+        await self.plans.close()  # plans: the spare plan kernel
         if self.bulk is not None:
             self.bulk.close()
         self.store.audit("worker", "stop", {})

@@ -367,7 +367,7 @@ class AsyncWorker:
         """``plan.refresh()``: the plan's status and progress now."""
         return await plan._arefresh()
 
-    async def run_plan(self, plan: Plan, **args: Any) -> PlanRun:
+    async def run_plan(self, plan: Plan, /, **args: Any) -> PlanRun:
         """``plan.run(**args)``: one run under the plan's policy."""
         return await plan._arun(**args)
 

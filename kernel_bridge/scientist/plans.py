@@ -91,7 +91,7 @@ class Plan:
 
     @property
     def status(self) -> str:
-        """``pending``, ``approved`` or ``denied`` (as last seen; see :meth:`refresh`)."""
+        """``pending``, ``approved``, ``denied`` or ``revoked`` (as last seen; :meth:`refresh`)."""
         return str(self._info["status"])
 
     @property
@@ -116,10 +116,12 @@ class Plan:
                 f"{self._info['max_runs']}{eps}>")
 
     async def _arefresh(self) -> Plan:
+        """Ask the worker for the plan's status and progress now; returns self."""
         self._info = (await self._session.call(Op.PLAN_STATUS, plan=self.id))["plan"]
         return self
 
     async def _await(self, timeout: float | None = 600.0, poll: float = 30.0) -> Plan:
+        """Wait until the owner decides (or ``timeout`` seconds pass); returns self."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
@@ -131,6 +133,7 @@ class Plan:
                 return self
 
     async def _arun(self, **args: Any) -> PlanRun:
+        """One run under the plan's policy (see :meth:`run`)."""
         reply = await self._session.send_value(Op.PLAN_RUN, args, plan=self.id, hash=self.hash)
         outputs = None
         if "frame" in reply or "download" in reply:
@@ -140,9 +143,13 @@ class Plan:
         return PlanRun(run=run, outputs=outputs, worker=self._session.name)
 
     async def _await_approved(self, timeout: float | None = 600.0) -> Plan:
+        """Wait for the owner's decision; returns self once approved.
+
+        Raises PlanDenied (with the owner's reason) or PlanPending after ``timeout``.
+        """
         await self._await(timeout)
-        if self.status == "denied":
-            raise PlanDenied(f"plan {self.id} was denied on {self._session.name}: "
+        if self.status in ("denied", "revoked"):
+            raise PlanDenied(f"plan {self.id} was {self.status} on {self._session.name}: "
                              f"{self._info.get('deny_reason') or ''}", plan=self.id,
                              reason=self._info.get("deny_reason") or "")
         if self.status == "pending":

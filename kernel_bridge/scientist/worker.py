@@ -144,6 +144,9 @@ class Worker:
     submit_plan = _blocking(AsyncWorker.submit_plan)
     plans = _blocking(AsyncWorker.plans)
     plan_by_id = _blocking(AsyncWorker.plan_by_id)
+    wait_plan = _blocking(AsyncWorker.wait_plan)
+    refresh_plan = _blocking(AsyncWorker.refresh_plan)
+    run_plan = _blocking(AsyncWorker.run_plan)
 
     @property
     def datasets(self) -> list[Dataset]:

@@ -73,12 +73,54 @@ function card(model, r) {
   return c;
 }
 
+// A plan: its code, inputs and output policy in words, its progress; approve (at the
+// hash shown) or deny (with a reason).
+function planCard(model, p) {
+  const c = el("div", `sw-plan sw-${p.status}`);
+  c.dataset.planId = String(p.id);
+  c.append(el("div", "sw-request-head",
+              `plan #${p.id} · ${p.name} · ${p.scientist} · ${p.status} · ${p.progress}`));
+  const reason = el("div", "sw-reason");
+  reason.append(el("span", "sw-muted", "reason: "), el("span", "sw-reason-text", p.reason));
+  c.append(reason, el("div", "sw-plan-inputs", p.inputs));
+  const words = el("ul", "sw-plan-policy");
+  for (const w of p.policy_words) words.append(el("li", "", w));
+  c.append(words);
+  const d = el("details", "sw-plan-code");
+  d.open = p.status === "pending";
+  d.append(el("summary", "", `code (entry ${p.entry}, sha256 ${p.hash.slice(0, 12)}…)`),
+           el("pre", "", p.code));
+  c.append(d);
+  if (p.deny_reason) c.append(el("div", "sw-muted", `denied: ${p.deny_reason}`));
+  if (p.status !== "pending") return c;
+  const bar = el("div", "sw-actions");
+  const approve = el("button", "sw-approve", "Approve plan");
+  const why = el("input", "sw-deny-reason");
+  why.placeholder = "reason for denying";
+  const deny = el("button", "sw-deny", "Deny");
+  approve.onclick = () => { approve.disabled = deny.disabled = true;
+                            model.send({ action: "approve_plan", id: p.id, hash: p.hash }); };
+  deny.onclick = () => {
+    if (!why.value.trim()) { why.focus(); why.classList.add("sw-invalid"); return; }
+    approve.disabled = deny.disabled = true;
+    model.send({ action: "deny_plan", id: p.id, reason: why.value });
+  };
+  bar.append(approve, why, deny);
+  c.append(bar);
+  return c;
+}
+
 function draw(model, root) {
   const pending = model.get("requests") || [];
   const recent = model.get("recent") || [];
   const parts = [el("div", "sw-title", `${model.get("title")} · ${pending.length} pending`)];
   if (!pending.length) parts.push(el("div", "sw-muted sw-empty", "No pending requests."));
   for (const r of pending) parts.push(card(model, r));
+  const plans = model.get("plans") || [];
+  if (plans.length) {
+    parts.push(el("div", "sw-title", `plans · ${plans.filter(p => p.status === "pending").length} pending`));
+    for (const p of plans) parts.push(planCard(model, p));
+  }
   const msg = model.get("message");
   if (msg) parts.push(el("div", "sw-message", msg));
   if (recent.length) {
@@ -103,7 +145,7 @@ export default {
     host.append(root);
     const redraw = () => draw(model, root);
     redraw();
-    const events = ["change:requests", "change:recent", "change:message", "change:title"];
+    const events = ["change:requests", "change:recent", "change:plans", "change:message", "change:title"];
     for (const ev of events) model.on(ev, redraw);
     return () => { for (const ev of events) model.off(ev, redraw); };
   },

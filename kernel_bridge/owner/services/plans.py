@@ -26,6 +26,7 @@ trusted code:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,9 +57,26 @@ from .base import Handler, Service
 
 #: Plan kernels running at once on one worker (each is a sandboxed process).
 MAX_PLAN_KERNELS = 2
+#: Held (secure-aggregation) runs one scientist may have waiting on a worker; past it a
+#: run is refused before it is reserved (nothing spent) until some are aggregated or dropped.
+MAX_HELD = 64
 #: Args a run takes: names and values (tensors, arrays, numbers, strings, lists of them).
 MAX_ARGS = 64
 _RESERVED_ARGS = {"data", "spec"}
+#: Imported in each plan kernel as it starts, before any plan code (see _new_host); the
+#: optional ones only when the plan that ran last imports them (a spare is made for it).
+WARM_IMPORTS = ("numpy", "pandas", "pyarrow")
+WARM_OPTIONAL = ("torch", "opacus", "sklearn", "scipy")
+
+
+def warm_code(plan_code: str) -> str:
+    """Trusted import lines for a plan kernel: the fixed ones, and the optional ones the
+    plan's code imports (names from :data:`WARM_OPTIONAL` only, never from the code)."""
+    mods = [m for m in WARM_OPTIONAL
+            if re.search(rf"^\s*(import|from)\s+{m}\b", plan_code, re.M)]
+    lines = [f"import {', '.join(WARM_IMPORTS)}"]
+    lines += [f"try:\n    import {m}\nexcept ImportError:\n    pass" for m in mods]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -108,6 +126,8 @@ class PlanService(Service):
         self._slots = asyncio.Semaphore(MAX_PLAN_KERNELS)
         self._hide = [ctx.store.dir] + [a.spec.path for a in ctx.assets.values()]
         self._rows: dict[str, int] = {}
+        #: One kernel started ahead for the next run (fresh: only the agent ran in it).
+        self._spare: asyncio.Task[KernelHost] | None = None
 
     def ops(self) -> Mapping[Op, Handler]:
         return {Op.PLAN_SUBMIT: self.op_plan_submit, Op.PLAN_STATUS: self.op_plan_status,
@@ -129,14 +149,18 @@ class PlanService(Service):
         """The spec a run gets: the asset's public declaration of the columns it reads.
 
         ``{"asset", "columns": [{"name", "kind", "lower", "upper", "categories"}],
-        "features": [names], "target": name or None}``; the same on every worker
-        that declares the asset the same way, so an encoding built from it is too.
+        "features": [names], "target": name or None, "dp": policy.dp or None,
+        "outputs": policy.outputs}``; the same on every worker that declares the
+        asset the same way, so an encoding built from it is too. ``dp`` holds the
+        approved DP-SGD settings the worker accounts ε by: training code should
+        take them from here, not from args.
         """
         schema = {c["name"]: c for c in asset.describe(0)["schema"]["columns"]}
         inputs = doc["inputs"]
         names = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
         return {"asset": asset.name, "columns": [dict(schema[n]) for n in names],
-                "features": list(inputs["columns"]), "target": inputs.get("target")}
+                "features": list(inputs["columns"]), "target": inputs.get("target"),
+                "dp": doc["policy"].get("dp"), "outputs": doc["policy"]["outputs"]}
 
     def _check_inputs(self, doc: dict[str, Any]) -> None:
         asset = self._asset(doc["inputs"]["asset"])
@@ -215,6 +239,11 @@ class PlanService(Service):
                 "nothing was run or spent", plan=plan.id)
         if not plan.secure and release == "hold":
             raise ProtocolError("only plans with secure aggregation hold their outputs")
+        if plan.secure and sum(h.scientist == session.scientist
+                               for h in self._held.values()) >= MAX_HELD:
+            raise PermissionDenied(f"{MAX_HELD} runs of yours are held for secure aggregation "
+                                   "on this worker; aggregate or drop them first; nothing was "
+                                   "run or spent", plan=plan.id)
         args = await self._args(session, msg)
         asset = self._asset(plan.document["inputs"]["asset"])
         dp = plan.policy.get("dp")
@@ -397,6 +426,49 @@ class PlanService(Service):
                 "runs_used": plan.runs_used, "max_runs": plan.max_runs,
                 "epsilon_spent": plan.epsilon_spent, "epsilon_total": plan.epsilon_total}
 
+    async def _new_host(self, warm: str) -> KernelHost:
+        cfg = self.ctx.config
+        host = KernelHost("plan", list(self._hide), sandboxed=cfg.sandbox != "none",
+                          threads=cfg.threads, bulk_threshold=cfg.bulk_threshold,
+                          limits=cfg.limits)
+        try:
+            await host.ensure_started()
+            # Trusted code only: the libraries a plan's data and outputs need, imported
+            # ahead (a spare kernel does this before its run is even asked for).
+            await host.execute(warm, timeout=cfg.exec_timeout)
+        except BaseException:
+            await host.shutdown()
+            raise
+        return host
+
+    async def _fresh_host(self, code: str) -> KernelHost:
+        """A kernel no code but the agent ran in: the spare if one is ready, else a new one.
+
+        Either way a new spare is started for the next run, so a plan's runs after the
+        first do not wait for a kernel to start. A kernel is never used for two runs.
+        """
+        warm = warm_code(code)
+        spare, self._spare = self._spare, None
+        self._spare = asyncio.create_task(self._new_host(warm))
+        if spare is not None:
+            try:
+                return await spare
+            except Exception:  # noqa: BLE001 - the spare failed to start: start another
+                pass
+        return await self._new_host(warm)
+
+    async def close(self) -> None:
+        """Stop the spare kernel (the worker calls this when it stops)."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        spare.cancel()
+        try:
+            host = await spare
+        except BaseException:  # noqa: BLE001 - cancelled or failed: nothing to stop
+            return
+        await host.shutdown()
+
     async def _execute(self, plan: PlanRow, asset: Asset, args: dict[str, Any]) -> Any:
         """Run the plan once in a fresh sandboxed kernel; returns the decoded result."""
         cfg = self.ctx.config
@@ -405,11 +477,8 @@ class PlanService(Service):
         cols = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
         spec = self.public_spec(asset, doc)
         async with self._slots:
-            host = KernelHost("plan", list(self._hide), sandboxed=cfg.sandbox != "none",
-                              threads=cfg.threads, bulk_threshold=cfg.bulk_threshold,
-                              limits=cfg.limits)
+            host = await self._fresh_host(doc["code"])
             try:
-                await host.ensure_started()
                 frame = await asyncio.to_thread(lambda: asset.private()[cols].copy())
                 for name, value in (("data", frame), ("plan_spec", spec), ("plan_args", args)):
                     await self._put(host, name, value)

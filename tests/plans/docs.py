@@ -1,0 +1,93 @@
+"""Plan documents the plan tests share (built the way a scientist's library would)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+#: A plan whose entry function can misbehave on request (``mode``), so one approved
+#: plan covers every wrong form of output.
+MEANS_CODE = '''
+import builtins
+import numpy as np
+
+
+def run(data, spec, scale=1.0, mode="ok"):
+    x = data[spec["features"]].to_numpy(dtype="float32")
+    mean = (x.mean(axis=0) * scale).astype("float32")
+    out = {"mean": {"m": mean}, "n": len(data), "loss": float(scale)}
+    if mode == "shape":
+        out["mean"] = {"m": np.zeros(3, dtype="float32")}
+    elif mode == "float64":
+        out["mean"] = {"m": mean.astype("float64")}
+    elif mode == "nan":
+        out["mean"] = {"m": np.array([np.nan, 1.0], dtype="float32")}
+    elif mode == "extra":
+        out["rows"] = data.to_numpy()
+    elif mode == "extra_tensor":
+        out["mean"] = {"m": mean, "raw": x[:, 0].copy()}
+    elif mode == "missing":
+        del out["n"]
+    elif mode == "bool_count":
+        out["n"] = True
+    elif mode == "negative_count":
+        out["n"] = -1
+    elif mode == "string":
+        out["loss"] = str(data.iloc[0, 0])
+    elif mode == "not_a_dict":
+        out = [mean]
+    elif mode == "spec":
+        # The approved DP-SGD settings and the declared column kinds come from the worker.
+        kinds = {c["name"]: c["kind"] for c in spec["columns"]}
+        ok = kinds == {"age": "int", "chol": "int"} and "m" in spec["outputs"]["mean"]["shapes"]
+        out["n"] = int(spec["dp"]["batch_size"]) if spec["dp"] and ok else 0
+    elif mode == "stash":
+        # A run that tries to leave something for the next run of the plan.
+        globals()["STASHED"] = x
+        builtins.STASHED = x
+    elif mode == "slow":
+        import time
+        time.sleep(60)
+    elif mode == "raise":
+        raise ValueError(str(data.iloc[0, 0]))
+    elif mode == "probe":
+        # What did this kernel see before the plan? Nothing of the scientist's session.
+        seen = [n for n in ("leak", "LEAK_FROM_SESSION", "STASHED") if n in globals()]
+        seen += [n for n in ("LEAK_FROM_SESSION", "STASHED") if hasattr(builtins, n)]
+        out["n"] = len(seen)
+    return out
+'''
+
+
+def means_plan(max_runs: int = 50, **policy: Any) -> dict[str, Any]:
+    """Column means of heart's age and chol, as one float32 tensor, plus counts."""
+    return {
+        "name": "heart means",
+        "code": MEANS_CODE,
+        "entry": "run",
+        "inputs": {"asset": "heart", "columns": ["age", "chol"], "target": None},
+        "policy": {
+            "max_runs": max_runs,
+            "outputs": {"mean": {"kind": "tensors", "shapes": {"m": [2]}, "dtype": "float32"},
+                        "n": {"kind": "count"}, "loss": {"kind": "scalar"}},
+            "aggregate": None, "dp": None, **policy,
+        },
+    }
+
+
+DP = {"noise_multiplier": 1.1, "max_grad_norm": 1.0, "delta": 1e-5, "batch_size": 30,
+      "local_epochs": 1, "epsilon_total": 2.5}
+
+
+def dp_plan(max_runs: int = 50, **dp: Any) -> dict[str, Any]:
+    return means_plan(max_runs, dp={**DP, **dp})
+
+
+def secure_plan(min_workers: int = 3) -> dict[str, Any]:
+    return means_plan(10, aggregate={"secure": True, "min_workers": min_workers})
+
+
+def with_code(doc: dict[str, Any], code: str) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    out["code"] = code
+    return out
