@@ -64,6 +64,10 @@ __all__ = ["DP", "FLJob", "FedAvg", "FedProx", "FedAdam", "FedYogi", "FedAdagrad
 _STOPPING = (BudgetExhausted, PlanRunsExhausted)
 
 
+class _JobStopped(Exception):
+    """Every worker left for a budget or run limit: the job ends cleanly (not an error)."""
+
+
 @dataclass
 class _Member:
     worker: Any  # the handle the user passed (Worker or AsyncWorker)
@@ -252,7 +256,11 @@ class FLJob:
         end = self.rounds if rounds is None else min(self.rounds, self._round + int(rounds))
         self.history.stopped = None
         while self._round < end:
-            record = await self.around(self._round)
+            try:
+                record = await self.around(self._round)
+            except _JobStopped as stop:
+                self.history.stopped = str(stop)
+                break
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(record.summary())
@@ -288,7 +296,9 @@ class FLJob:
         self.history.add(record)
         return record
 
-    def _round_failed(self, r: int, outcome: _Outcome, got: int) -> RoundFailed:
+    def _round_failed(self, r: int, outcome: _Outcome, got: int) -> Exception:
+        if outcome.stop is not None:  # refused for budget or runs: stop cleanly, spend nothing
+            return _JobStopped(f"round {r + 1} refused: {outcome.stop}")
         why = "; ".join(f"{k}: {v}" for k, v in outcome.dropped.items())
         return RoundFailed(f"round {r + 1}: {got} worker(s) finished, the policy needs "
                            f"{self.min_workers} ({why}); the job stopped after "

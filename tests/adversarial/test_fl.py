@@ -157,3 +157,29 @@ def test_secure_aggregation_ops_refuse_misuse(tmp_path: Path) -> None:
     finally:
         for w in workers:
             w.close()
+
+
+def test_a_round_past_the_budget_stops_the_job_cleanly_and_spends_nothing(
+        tmp_path: Path) -> None:
+    """heart's budget is ε = 3 per scientist; DP-SGD with noise 1.0 costs ~3.6 per run."""
+    workers = start(("alice", "bob"), tmp_path)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        job = fl.FedAvg(model, workers=workers, data="heart", target="target",
+                        features=["age", "sex", "cp", "trestbps", "chol", "thalach", "exang",
+                                  "oldpeak"], rounds=3, min_workers=2,
+                        dp=fl.DP(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5))
+        approve_all(job, workers)
+        history = job.run(progress=False)  # no exception: a clean stop
+        assert len(history) == 0 and "BudgetExhausted" in (history.stopped or "")
+        for k, v in job.model.state_dict().items():
+            assert torch.equal(v, before[k])
+        for w in workers:
+            owner = kb.Owner(w.process.state)
+            assert all(r["epsilon_spent"] == 0 for r in owner.budget())
+            owner.close()
+    finally:
+        for w in workers:
+            w.close()
