@@ -18,7 +18,8 @@ from . import core
 #: Modules whose import registers benchmarks, in the order they run.
 MODULES = ("bridge", "magic", "dp", "widgets", "hostile",
            "smpc_local",  # SMPC (in-process engine vs CrypTen)
-           "he")  # HE
+           "he",  # HE
+           "fl")  # FL (10 real workers vs Flower's run_simulation)
 MODULES += ("smpc",)  # smpc: over real workers with a dealer, vs CrypTen
 
 

@@ -146,8 +146,91 @@ def ecg_beats(rng: np.random.Generator, n: int) -> np.ndarray:
     return beats.astype(np.float32)
 
 
+def _write_text(out_dir: Path, files: dict[str, str]) -> list[Path]:
+    written = []
+    for rel, text in files.items():
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("ascii"))
+        written.append(path)
+    return written
+
+
+def carol_files(out_dir: Path) -> list[Path]:
+    """Hospital C's heart table (200 older patients) and its mock, for the FL tutorials.
+
+    Its generators are seeded apart from alice's and bob's (``[SEED, 3]``), so
+    adding carol left their committed files unchanged.
+    """
+    private_rng, mock_rng = np.random.default_rng([SEED, 3]).spawn(2)
+    return _write_text(out_dir, {
+        "heart/carol.csv": csv_text(heart_table(private_rng, 200, 30001, age_mean=60.0)),
+        "heart/carol_mock.csv": csv_text(mock_table(mock_rng, 50)),
+    })
+
+
+#: The digits columns: 8x8 pixel intensities 0..16 (scikit-learn's copy of the UCI
+#: optical digits test set, shipped inside the package: no download), then the label.
+DIGIT_PIXELS = [f"p{i}" for i in range(64)]
+DIGIT_WORKERS = ("alice", "bob", "carol")
+
+
+def digits_split(labels: np.ndarray, rng: np.random.Generator, alpha: float = 0.5
+                 ) -> list[np.ndarray]:
+    """Row indices of each worker: every class spread over the workers by Dirichlet(alpha).
+
+    A small ``alpha`` makes the split non-IID (each worker sees some digits far
+    more often than others), the usual label-skew benchmark of FL papers.
+    """
+    parts: list[list[int]] = [[] for _ in DIGIT_WORKERS]
+    for c in range(10):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        share = rng.dirichlet([alpha] * len(DIGIT_WORKERS))
+        cuts = np.rint(np.cumsum(share)[:-1] * len(rows)).astype(int)
+        for w, chunk in enumerate(np.split(rows, cuts)):
+            parts[w].extend(chunk.tolist())
+    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+
+
+def _digits_csv(pixels: np.ndarray, labels: np.ndarray) -> str:
+    lines = [",".join([*DIGIT_PIXELS, "label"])]
+    for row, label in zip(pixels.astype(np.int64), labels.astype(np.int64), strict=True):
+        lines.append(",".join(str(int(v)) for v in row) + f",{int(label)}")
+    return "\n".join(lines) + "\n"
+
+
+DIGITS_TEST_ROWS = 297
+
+
+def digits_files(out_dir: Path) -> list[Path]:
+    """scikit-learn's digits split non-IID over alice, bob and carol, with uniform mocks.
+
+    ``DIGITS_TEST_ROWS`` random rows are held out first as a public test set
+    (``digits/test.csv``, on no worker), for the scientist to evaluate on.
+    """
+    from sklearn.datasets import load_digits  # bundled with scikit-learn, read from disk
+
+    digits = load_digits()
+    pixels, labels = np.asarray(digits.data), np.asarray(digits.target)
+    split_rng, mock_rng = np.random.default_rng([SEED, 64]).spawn(2)
+    order = split_rng.permutation(len(labels))
+    test, train = np.sort(order[:DIGITS_TEST_ROWS]), np.sort(order[DIGITS_TEST_ROWS:])
+    files = {"digits/test.csv": _digits_csv(pixels[test], labels[test])}
+    pixels, labels = pixels[train], labels[train]
+    for name, rows in zip(DIGIT_WORKERS, digits_split(labels, split_rng), strict=True):
+        files[f"digits/{name}.csv"] = _digits_csv(pixels[rows], labels[rows])
+        files[f"digits/{name}_mock.csv"] = _digits_csv(
+            mock_rng.integers(0, 16, (50, 64), endpoint=True), mock_rng.integers(0, 10, 50))
+    return _write_text(out_dir, files)
+
+
 def generate(out_dir: Path) -> list[Path]:
     """Write every dataset file under ``out_dir`` and return their paths."""
+    return heart_and_ecg_files(out_dir) + carol_files(out_dir) + digits_files(out_dir)
+
+
+def heart_and_ecg_files(out_dir: Path) -> list[Path]:
+    """alice's and bob's heart tables and mocks, and alice's ECG beats."""
     alice_rng, bob_rng, mock_rng, ecg_rng, ecg_mock_rng = np.random.default_rng(SEED).spawn(5)
     files = {
         "heart/alice.csv": csv_text(heart_table(alice_rng, 300, 10001, age_mean=56.0)),

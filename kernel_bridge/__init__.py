@@ -48,6 +48,7 @@ from .scientist.dp import DPQuery, DPResult  # noqa: E402
 from .scientist.pointer import Pointer  # noqa: E402
 from .scientist.receipt import Receipt  # noqa: E402
 from .scientist.request import Request  # noqa: E402
+from .scientist.torch_hook import hook_torch  # noqa: E402  # fl
 from .scientist.worker import Worker, connect  # noqa: E402
 
 
@@ -62,7 +63,7 @@ def load_ipython_extension(ipython: Any) -> None:
 __all__ = [
     # scientist
     "connect", "aconnect", "launch", "Worker", "AsyncWorker", "Pointer", "Receipt",
-    "Request", "DPQuery", "DPResult",
+    "Request", "DPQuery", "DPResult", "hook_torch",
     # data owner
     "Owner",
     # errors

@@ -261,6 +261,15 @@ class PartyUnavailable(SMPCError):
     """
 
 
+# fl
+class RoundFailed(SyftError):
+    """An FL round ended with fewer workers than its policy's minimum; the job stopped.
+
+    ``data`` holds the ``round``, how many workers ``finished`` and ``min_workers``.
+    The model keeps the rounds before it.
+    """
+
+
 WIRE_ERRORS: dict[str, type[SyftError]] = {
     cls.__name__: cls
     for cls in (

@@ -61,7 +61,7 @@ def _json_only(value: Any) -> bool:
 
 def test_generator_reproduces_committed_files(tmp_path: Path) -> None:
     written = _load_generator().generate(tmp_path)
-    assert len(written) == 6
+    assert len(written) == 15  # alice/bob heart + ECG, carol's heart, digits shares + test set
     for path in written:
         rel = path.relative_to(tmp_path)
         assert (DATASETS / rel).read_bytes() == path.read_bytes(), rel
@@ -72,11 +72,11 @@ def test_datasets_dir_is_small() -> None:
     assert total < 1_000_000
 
 
-@pytest.mark.parametrize("worker", ["alice", "bob"])
+@pytest.mark.parametrize("worker", ["alice", "bob", "carol"])
 def test_demo_configs_parse_and_load(worker: str) -> None:
     config = WorkerConfig.from_toml(DATASETS / f"{worker}.toml")
     assert config.name == worker
-    assert config.port == {"alice": 8765, "bob": 8766}[worker]
+    assert config.port == {"alice": 8765, "bob": 8766, "carol": 8767}[worker]
     assert config.state == (ROOT / ".demo" / worker).resolve()
     assert config.frame_limit == 64 * 2**20 and config.sandbox == "bwrap"
     assets = load_assets(config, eager=True)
@@ -97,6 +97,9 @@ def test_demo_configs_parse_and_load(worker: str) -> None:
     corr = private[["age", "thalach", "exang", "target"]].astype(float).corr()["target"]
     assert corr["age"] > 0.1 and corr["thalach"] < -0.3 and corr["exang"] > 0.2
     assert 0.35 < private["target"].mean() < 0.65
+    digits = assets["digits"].private()  # FL tutorials: a non-IID share of sklearn's digits
+    assert list(digits.columns) == [f"p{i}" for i in range(64)] + ["label"]
+    assert digits.drop(columns="label").to_numpy().max() <= 16 and 200 < len(digits) < 900
 
 
 def test_demo_ecg_asset() -> None:

@@ -25,10 +25,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def demo_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """alice and bob from the demo configs (and dave, the SMPC dealer); yields the
-    connection file."""
+    """alice, bob and carol (the FL tutorials' third hospital) and dave (the SMPC dealer)
+    from the demo configs; yields the connection file."""
     root = tmp_path_factory.mktemp("demo")
-    started = demo.start_workers(demo.default_datasets(), ["alice", "bob", "dave"],
+    started = demo.start_workers(demo.default_datasets(), ["alice", "bob", "carol", "dave"],
                                  state_root=root, any_port=True)
     conn = connections.write(root / "connections.json", {
         cfg.name: {"url": proc.url, "token": token, "state": str(cfg.state)}
@@ -75,7 +75,26 @@ def test_notebook_runs_top_to_bottom(path: Path, demo_workers: Path, tmp_path: P
     if path.stem == "03_smpc":
         assert "pooled mean cholesterol: 248.59" in text
         assert "predictions match the plaintext model: True" in text
+    if path.stem == "03_federated_learning":
+        check_federated(nb)
+    if path.stem == "04_dp_secure_fedavg":
+        check_dp_secure(nb)
 
+
+def check_federated(nb: Any) -> None:
+    """FedAvg over three hospitals lands within 3 points of central training."""
+    out = cell_text(find_cell(nb, "import pandas as pd"))
+    central, fed = (float(out.split(f"{k} accuracy ")[1].split(",")[0])
+                    for k in ("central", "federated"))
+    assert central - fed <= 0.03, out
+    assert "tensor([2., 4., 6., 8.])" in cell_text(find_cell(nb, "kb.hook_torch()"))
+
+
+def check_dp_secure(nb: Any) -> None:
+    out = cell_text(find_cell(nb, "with torch.no_grad()"))
+    assert float(out.split("test accuracy ")[1].split()[0]) > 0.5, out
+    spent = cell_text(find_cell(nb, "job.wait_approved()"))
+    assert "3 round(s)" in spent
 
 def check_start_here(nb: Any) -> None:
     private = cell_text(find_cell(nb, "%%remote alice\ns = heart"))
@@ -107,4 +126,4 @@ def check_start_here(nb: Any) -> None:
 
 def test_connection_file_is_private(demo_workers: Path) -> None:
     assert demo_workers.stat().st_mode & 0o077 == 0  # it holds tokens
-    assert set(json.loads(demo_workers.read_text())) == {"alice", "bob", "dave"}
+    assert set(json.loads(demo_workers.read_text())) == {"alice", "bob", "carol", "dave"}

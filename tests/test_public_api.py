@@ -19,7 +19,7 @@ from kernel_bridge.errors import SyftError
 KERNEL_BRIDGE = {
     # scientist
     "connect", "aconnect", "launch", "Worker", "AsyncWorker", "Pointer", "Receipt",
-    "Request", "DPQuery", "DPResult",
+    "Request", "DPQuery", "DPResult", "hook_torch",  # fl: PySyft's tensor.send(worker)
     # data owner
     "Owner",
     # errors

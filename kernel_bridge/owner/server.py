@@ -46,6 +46,7 @@ from .services.objects import ObjectService
 from .services.plans import PlanService
 from .services.requests import RequestService
 from .services.smpc import SMPCService
+from .services.secagg import SecAggService
 from .session import Session
 from .store import Store, hash_token
 
@@ -75,6 +76,7 @@ class WorkerServer:
         self.plans = PlanService(self.ctx, self.dp.ledger)  # plans
         self.services.append(self.plans)
         self.services.append(HEService(self.ctx))  # HE
+        self.services.append(SecAggService(self.ctx, self.plans))  # fl: secure aggregation
         #: op -> (service, handler); a service's ops are listed in its ops().
         self.handlers: dict[str, tuple[Service | None, Handler]] = {
             Op.PING: (None, self.op_ping)}

@@ -68,6 +68,11 @@ class Op(StrEnum):
     SMPC_REQUEST = "smpc_request"
     SMPC_RESULT = "smpc_result"
     SMPC_FREE = "smpc_free"
+    # fl (secure aggregation of held plan runs: kernel_bridge/owner/services/secagg.py)
+    SECAGG_KEYS = "secagg_keys"
+    SECAGG_SHARE = "secagg_share"
+    SECAGG_MASK = "secagg_mask"
+    SECAGG_UNMASK = "secagg_unmask"
 
 
 class Action(StrEnum):

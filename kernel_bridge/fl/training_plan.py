@@ -1,0 +1,257 @@
+"""The FL training plan: the code every worker runs each round, and its policy.
+
+:func:`training_plan` writes a plan document (the contract of
+:mod:`kernel_bridge.owner.plans`): self-contained Python source defining
+``run(data, weights, round=0, **args) -> dict`` with
+
+* the merged public column declarations and :func:`~.encoding.encode_table`
+  (so every worker encodes its table identically);
+* the model's structure as code (:mod:`.model_code`), loaded with the global
+  weights the scientist sends as tensors;
+* the local loop: ``local_epochs`` of minibatch SGD (plus FedProx's proximal
+  term when ``prox_mu`` > 0), or, with ``dp``, Opacus's DP-SGD
+  (``PrivacyEngine.make_private``: Poisson sampling, per-sample clipping to
+  ``max_grad_norm``, Gaussian noise ``noise_multiplier * max_grad_norm``);
+
+and returning ``update`` (the new weights times the local sample count, so that
+a sum of updates divided by the sum of counts is FedAvg's weighted mean; a
+secure aggregate reveals only those sums), ``num_examples``, and, without DP,
+the received global model's ``loss`` (summed) and ``correct`` on the local data.
+With DP those two are not released: DP-SGD's guarantee covers the weights only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pprint
+import textwrap
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import InvalidQuery
+from .encoding import ColumnDecl, encode_table, input_width, n_classes
+from .model_code import model_source, param_shapes
+
+
+@dataclass(frozen=True)
+class DP:
+    """DP-SGD settings of a training plan (Opacus), per owner.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        Gaussian noise std as a multiple of ``max_grad_norm``.
+    max_grad_norm : float
+        Per-sample gradient clipping norm.
+    delta : float
+        The δ of the (ε, δ) reported by the RDP accountant.
+    epsilon_total : float, optional
+        The most ε the plan may spend on each owner's asset (the policy's cap); by
+        default the job's rounds decide it.
+    """
+
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    epsilon_total: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0 or not self.max_grad_norm > 0:
+            raise InvalidQuery("noise_multiplier and max_grad_norm must be positive")
+        if not 0 < self.delta < 1:
+            raise InvalidQuery("delta must lie in (0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What each worker's local training does (all of it is in the plan's code)."""
+
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    prox_mu: float = 0.0
+    seed: int = 0
+
+
+OUTPUTS_PLAIN = ("update", "num_examples", "loss", "correct")
+OUTPUTS_DP = ("update", "num_examples")
+
+
+def training_plan(model: Any, *, name: str, asset: str, spec: Sequence[ColumnDecl],
+                  features: Sequence[str], target: str, rounds: int,
+                  config: TrainingConfig, dp: DP | None = None, secure_agg: bool = False,
+                  min_workers: int = 1, epsilon_total: float | None = None
+                  ) -> dict[str, Any]:
+    """The plan document for one owner (the same code for every owner of a job).
+
+    Parameters
+    ----------
+    model : torch.nn.Sequential
+        The global model (its structure becomes code; see :mod:`.model_code`).
+    name : str
+        The plan's name.
+    asset : str
+        The table asset trained on.
+    spec : list of dict
+        The merged public declarations of ``features`` and ``target``
+        (:func:`~.encoding.merge_specs`).
+    features, target : list of str, str
+        Feature columns and the class column.
+    rounds : int
+        The most runs the policy allows.
+    config : TrainingConfig
+        Local training settings.
+    dp : DP, optional
+        DP-SGD settings; ``epsilon_total`` caps the ε over all rounds.
+    secure_agg : bool
+        Whether the outputs are released only as a secure aggregate.
+    min_workers : int
+        The fewest workers an aggregate may combine.
+    epsilon_total : float, optional
+        With ``dp``: the policy's ε cap (defaults to ``dp.epsilon_total``).
+
+    Returns
+    -------
+    dict
+        ``{"name", "code", "entry", "inputs", "policy"}``.
+    """
+    width = input_width(spec, features)
+    classes = n_classes(spec, target)
+    _check_widths(model, width, classes)
+    shapes = param_shapes(model)
+    code = plan_code(model, spec=spec, features=features, target=target, config=config, dp=dp)
+    outputs: dict[str, Any] = {
+        "update": {"kind": "tensors", "shapes": shapes, "dtype": "float32"},
+        "num_examples": {"kind": "count"},
+    }
+    if dp is None:
+        outputs["loss"] = {"kind": "scalar"}
+        outputs["correct"] = {"kind": "count"}
+    policy: dict[str, Any] = {
+        "max_runs": int(rounds),
+        "outputs": outputs,
+        "aggregate": {"secure": True, "min_workers": int(min_workers)} if secure_agg else None,
+        "dp": None,
+    }
+    if dp is not None:
+        cap = epsilon_total if epsilon_total is not None else dp.epsilon_total
+        policy["dp"] = {"noise_multiplier": dp.noise_multiplier,
+                        "max_grad_norm": dp.max_grad_norm, "delta": dp.delta,
+                        "batch_size": config.batch_size, "local_epochs": config.local_epochs,
+                        "epsilon_total": cap}
+    return {"name": name, "code": code, "entry": "run",
+            "inputs": {"asset": asset, "columns": list(features), "target": target},
+            "policy": policy}
+
+
+def _check_widths(model: Any, width: int, classes: int) -> None:
+    from torch import nn
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears and linears[0].in_features != width:
+        raise InvalidQuery(f"the model's first layer takes {linears[0].in_features} inputs but "
+                           f"the declared features encode to {width}")
+    if linears and linears[-1].out_features != classes:
+        raise InvalidQuery(f"the model's last layer gives {linears[-1].out_features} outputs but "
+                           f"the target declares {classes} classes")
+
+
+def plan_code(model: Any, *, spec: Sequence[ColumnDecl], features: Sequence[str], target: str,
+              config: TrainingConfig, dp: DP | None) -> str:
+    """The plan's Python source (what the owner reads and approves by hash)."""
+    settings = {**asdict(config), "dp": None if dp is None else {
+        "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm}}
+    encode_src = textwrap.dedent(inspect.getsource(encode_table))
+    return _TEMPLATE.format(
+        model=model_source(model, indent="        "),
+        spec=_pretty(list(spec)), features=repr(list(features)),
+        target=repr(target), settings=_pretty(settings), encode=encode_src,
+    )
+
+
+def _pretty(value: Any) -> str:
+    return pprint.pformat(value, indent=1, width=96, sort_dicts=False)
+
+
+def code_digest(code: str) -> str:
+    """SHA-256 of a plan's code (what an owner's approval binds, with the policy)."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+_TEMPLATE = '''"""Federated training plan (written by kernel_bridge.fl).
+
+Each run: encode the declared columns from their public declarations, load the
+global weights sent for this round, train locally, and return the new weights
+times the local sample count (plus the count, and without DP the global
+model's loss and correct predictions on the local data).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+SPEC = {spec}
+FEATURES = {features}
+TARGET = {target}
+SETTINGS = {settings}
+
+
+def make_model():
+    return {model}
+
+
+{encode}
+
+def _evaluate(model, X, y):
+    with torch.no_grad():
+        logits = model(X)
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        correct = (logits.argmax(dim=1) == y).sum()
+    return float(loss), int(correct)
+
+
+def run(data, weights, round=0, **args):
+    torch.manual_seed(int(SETTINGS["seed"]) * 100003 + int(round))
+    X, y = encode_table(data, SPEC, FEATURES, TARGET)
+    X, y = torch.from_numpy(X), torch.from_numpy(y)
+    n = int(len(y))
+    model = make_model()
+    model.load_state_dict({{k: torch.as_tensor(np.asarray(v), dtype=torch.float32)
+                           for k, v in weights.items()}})
+    out = {{}}
+    if SETTINGS["dp"] is None:
+        out["loss"], out["correct"] = _evaluate(model, X, y)
+    global_params = [p.detach().clone() for p in model.parameters()]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y),
+                                         batch_size=int(SETTINGS["batch_size"]), shuffle=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=float(SETTINGS["lr"]))
+    trained = model
+    if SETTINGS["dp"] is not None:
+        from opacus import PrivacyEngine
+
+        engine = PrivacyEngine(accountant="rdp")
+        trained, optimizer, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader,
+            noise_multiplier=float(SETTINGS["dp"]["noise_multiplier"]),
+            max_grad_norm=float(SETTINGS["dp"]["max_grad_norm"]), poisson_sampling=True)
+    mu = float(SETTINGS["prox_mu"])
+    trained.train()
+    for _ in range(int(SETTINGS["local_epochs"])):
+        for xb, yb in loader:
+            if len(yb) == 0:
+                continue  # Poisson sampling can draw an empty batch
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(trained(xb), yb)
+            if mu > 0:
+                loss = loss + mu / 2 * sum(((p - g) ** 2).sum()
+                                           for p, g in zip(model.parameters(), global_params))
+            loss.backward()
+            optimizer.step()
+    state = model.state_dict()
+    out["update"] = {{k: (v.detach().float() * n).contiguous() for k, v in state.items()}}
+    out["num_examples"] = n
+    return out
+'''

@@ -1,0 +1,185 @@
+"""FL under failure and misuse: a worker killed mid-round, a scientist poking at secure
+aggregation's ops, and the ledger never showing less ε than was released."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import kernel_bridge as kb
+from kernel_bridge import fl
+from kernel_bridge.errors import PermissionDenied, ProtocolError, RoundFailed
+from kernel_bridge.wire.protocol import Op
+
+from ..fl.conftest import approve_all, start
+
+PIXELS = [f"p{i}" for i in range(64)]
+RELEASED = ("released", "held", "aggregated")
+
+
+def digits_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 10))
+
+
+def kill_when_running(worker: kb.Worker, round_no: int) -> threading.Thread:
+    """SIGKILL ``worker`` once its ``round_no``-th plan run is in flight (mid-round)."""
+    def watch() -> None:
+        owner = kb.Owner(worker.process.state)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                runs = [r for p in owner.plans() for r in owner.plan_store.runs(p["id"])]
+                if len(runs) >= round_no and runs[-1]["status"] == "running":
+                    time.sleep(0.3)  # inside the run's kernel
+                    worker.process.kill()
+                    return
+                time.sleep(0.05)
+        finally:
+            owner.close()
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def ledger_and_released(state: Path, scientist: str = "ana") -> tuple[float, float]:
+    """ε the owner's ledger shows spent on digits, and ε of the runs whose outputs left
+    (or are held to leave) — read from the state directory, as after a crash."""
+    owner = kb.Owner(state)
+    try:
+        spent = next(r["epsilon_spent"] for r in owner.budget()
+                     if r["scientist"] == scientist and r["asset"] == "digits")
+        released = sum(r["epsilon"] for p in owner.plans()
+                       for r in owner.plan_store.runs(p["id"]) if r["status"] in RELEASED)
+        return spent, released
+    finally:
+        owner.close()
+
+
+def test_worker_killed_mid_round_round_completes_and_ledger_covers_releases(
+        tmp_path: Path) -> None:
+    workers = start(("alice", "bob", "carol"), tmp_path)
+    try:
+        job = fl.FedAvg(digits_model(), workers=workers, data="digits", features=PIXELS,
+                        target="label", rounds=3, batch_size=64, lr=0.5, secure_agg=True,
+                        min_workers=2, dp=fl.DP(noise_multiplier=2.0, max_grad_norm=1.0,
+                                                delta=1e-5, epsilon_total=20.0))
+        approve_all(job, workers)
+        job.run(rounds=1, progress=False)
+        watcher = kill_when_running(workers[2], round_no=2)
+        history = job.run(rounds=1, progress=False)
+        watcher.join(5)
+        assert workers[2].process.proc.poll() is not None  # carol really died mid-round
+        second = history[1]
+        assert second.workers == ["alice", "bob"]  # the round went on without carol
+        assert "carol" in second.dropped and second.examples > 0
+        assert "carol" in history.dropped[2]
+        assert all(torch.isfinite(v).all() for v in job.model.state_dict().values())
+        # Round 3 goes on with the two left (carol is still down).
+        history = job.run(progress=False)
+        assert len(history) == 3 and history[2].workers == ["alice", "bob"]
+        for w in workers:
+            spent, released = ledger_and_released(w.process.state)
+            assert spent >= released - 1e-9 and released > 0, (w.name, spent, released)
+        assert history[2].epsilon["alice"] > history[0].epsilon["alice"] > 0
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_too_few_workers_left_stops_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    workers = start(("alice", "bob"), tmp_path)
+    try:
+        job = fl.FedAvg(digits_model(), workers=workers, data="digits", features=PIXELS,
+                        target="label", rounds=3, batch_size=64, lr=0.5, min_workers=2)
+        approve_all(job, workers)
+        job.run(rounds=1, progress=False)
+        before = {k: v.clone() for k, v in job.model.state_dict().items()}
+        workers[1].process.kill()
+        with pytest.raises(RoundFailed, match=r"round 2: 1 worker\(s\) finished, the policy "
+                                              r"needs 2 \(bob: ConnectionLost"):
+            job.run(progress=False)
+        assert len(job.history) == 1  # the model keeps round 1, untouched by round 2
+        for k, v in job.model.state_dict().items():
+            assert torch.equal(v, before[k])
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_secure_aggregation_ops_refuse_misuse(tmp_path: Path) -> None:
+    workers = start(("alice", "bob"), tmp_path)
+    try:
+        job = fl.FedAvg(digits_model(), workers=workers, data="digits", features=PIXELS,
+                        target="label", rounds=2, secure_agg=True, min_workers=2)
+        approve_all(job, workers)
+        alice = workers[0]
+        weights = {k: v for k, v in job.model.state_dict().items()}
+        run = job.plans[0].run(weights=weights, round=0)
+        assert run.held and run.outputs is None
+        # Masking with a made-up round (no keys, no shares) is refused, as is a run
+        # the scientist does not own or that does not exist.
+        with pytest.raises(PermissionDenied, match="no secure-aggregation round"):
+            alice._call(Op.SECAGG_MASK, round="nope", run=run.id, shares={})
+        keys = alice._call(Op.SECAGG_KEYS, round="r1", index=1)
+        # A key list of one worker (the scientist alone with alice) is refused: a
+        # mask shared with nobody else would unmask at once.
+        with pytest.raises(ProtocolError, match="every worker of the round"):
+            alice._call(Op.SECAGG_SHARE, round="r1", keys={"1": keys}, threshold=1)
+        with pytest.raises(PermissionDenied, match="not a valid X25519 key"):  # low order
+            alice._call(Op.SECAGG_SHARE, round="r1", threshold=2,
+                        keys={"1": keys, "2": {"c": bytes(32), "s": bytes(32)}})
+        # Shares never made: mask refuses before releasing anything.
+        fake = {"c": bytes(range(1, 33)), "s": bytes(range(2, 34))}
+        alice._call(Op.SECAGG_SHARE, round="r1", keys={"1": keys, "2": fake}, threshold=2)
+        with pytest.raises(Exception, match="shares|authenticate"):
+            alice._call(Op.SECAGG_MASK, round="r1", run=run.id, shares={})
+        other = kb.Owner(alice.process.state)
+        token = other.add_token("mallory")
+        other.close()
+        mallory = kb.connect(alice.process.url, token)
+        try:
+            mallory._call(Op.SECAGG_KEYS, round="m", index=1)
+            mallory._call(Op.SECAGG_SHARE, round="m", keys={"1": mallory._call(
+                Op.SECAGG_KEYS, round="m", index=1), "2": fake}, threshold=2)
+            with pytest.raises(PermissionDenied):  # ana's held run is not mallory's
+                mallory._call(Op.SECAGG_MASK, round="m", run=run.id, shares={})
+        finally:
+            mallory.close()
+        with pytest.raises(PermissionDenied, match="fewer than the threshold"):
+            alice._call(Op.SECAGG_UNMASK, round="r1", survivors=[1])
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_a_round_past_the_budget_stops_the_job_cleanly_and_spends_nothing(
+        tmp_path: Path) -> None:
+    """heart's budget is ε = 3 per scientist; DP-SGD with noise 1.0 costs ~3.6 per run."""
+    workers = start(("alice", "bob"), tmp_path)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        job = fl.FedAvg(model, workers=workers, data="heart", target="target",
+                        features=["age", "sex", "cp", "trestbps", "chol", "thalach", "exang",
+                                  "oldpeak"], rounds=3, min_workers=2,
+                        dp=fl.DP(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5))
+        approve_all(job, workers)
+        history = job.run(progress=False)  # no exception: a clean stop
+        assert len(history) == 0 and "BudgetExhausted" in (history.stopped or "")
+        for k, v in job.model.state_dict().items():
+            assert torch.equal(v, before[k])
+        for w in workers:
+            owner = kb.Owner(w.process.state)
+            assert all(r["epsilon_spent"] == 0 for r in owner.budget())
+            owner.close()
+    finally:
+        for w in workers:
+            w.close()
