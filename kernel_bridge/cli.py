@@ -85,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--reason", required=True)
     _state_arg(rd)
 
-    d = sub.add_parser("demo", help="start the sample workers alice and bob on localhost")
+    d = sub.add_parser("demo", help="start the sample workers (alice, bob, carol; dave the "
+                                       "dealer) on localhost")
     d.add_argument("--datasets", help="folder with alice.toml/bob.toml (default: the repo's)")
-    d.add_argument("--workers", nargs="+", default=["alice", "bob"])
+    d.add_argument("--workers", nargs="+", default=None,
+                   help="which sample workers (default: alice bob carol dave)")
     d.add_argument("--state-root", help="folder for the workers' state dirs (default .demo/)")
     d.add_argument("--any-port", action="store_true",
                    help="workers take free ports instead of the configured ones")

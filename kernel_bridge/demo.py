@@ -1,4 +1,6 @@
-"""``syftlab demo``: the sample workers alice and bob on localhost, and JupyterLab.
+"""``syftlab demo``: the sample workers on localhost, and JupyterLab.
+
+The workers: the hospitals alice, bob and carol, and dave, the SMPC dealer.
 
 Starts one worker process per ``datasets/*.toml`` config (each with its own
 state dir under ``.demo/``), gives scientist "ana" a token on each, writes
@@ -238,6 +240,10 @@ def execute_notebook(notebook: Path, conn_file: Path, out_dir: Path) -> Path:
     return out
 
 
+#: The hospitals alice, bob and carol (FL uses all three) and dave, the SMPC dealer.
+DEFAULT_WORKERS = ("alice", "bob", "carol", "dave")
+
+
 def main(datasets: Path | None = None, names: list[str] | None = None, *,
          state_root: Path | None = None, any_port: bool = False, lab: bool = True,
          lab_port: int = 8888, execute: Path | None = None,
@@ -248,7 +254,7 @@ def main(datasets: Path | None = None, names: list[str] | None = None, *,
     It starts clean (see :func:`reset_state`) unless ``keep_state``.
     """
     datasets = datasets or default_datasets()
-    names = names or ["alice", "bob"]
+    names = names or list(DEFAULT_WORKERS)
     notebooks = notebooks or repo_root() / "notebooks"
     if not keep_state:
         configs = worker_configs(datasets, names, state_root)

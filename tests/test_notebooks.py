@@ -75,9 +75,9 @@ def test_notebook_runs_top_to_bottom(path: Path, demo_workers: Path, tmp_path: P
     if path.stem == "03_smpc":
         assert "pooled mean cholesterol: 248.59" in text
         assert "predictions match the plaintext model: True" in text
-    if path.stem == "03_federated_learning":
+    if path.stem == "04_federated_learning":
         check_federated(nb)
-    if path.stem == "04_dp_secure_fedavg":
+    if path.stem == "05_dp_secure_fedavg":
         check_dp_secure(nb)
 
 

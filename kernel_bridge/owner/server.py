@@ -45,8 +45,8 @@ from .services.he import HEService
 from .services.objects import ObjectService
 from .services.plans import PlanService
 from .services.requests import RequestService
-from .services.smpc import SMPCService
 from .services.secagg import SecAggService
+from .services.smpc import SMPCService
 from .session import Session
 from .store import Store, hash_token
 
