@@ -96,8 +96,8 @@ def test_worker_from_toml(tmp_path: Path) -> None:
         token = syftlab("token", "add", "ana", "--state", state).stdout.strip()
         bob = kb.connect(url, token)
         names = {d["name"]: d for d in bob.datasets}
-        # risk_model: HE predictions only; ecg_model: the SMPC tutorial's model
-        assert set(names) == {"heart", "risk_model", "ecg_model"}
+        # risk_model: HE predictions only; ecg_model: the SMPC tutorial's model; digits: FL
+        assert set(names) == {"heart", "risk_model", "ecg_model", "digits"}
         assert names["heart"]["rows"] is None  # bob's policy hides row counts
         assert bob.send(torch.ones(2)).sum().get().item() == 2.0
         bob.close()
