@@ -84,8 +84,10 @@ def _cleanup() -> None:
 atexit.register(_cleanup)
 
 
-#: SMPC identities of the workers this process launched: name -> (state dir, dealer?).
-_launched: dict[str, tuple[Path, bool]] = {}
+#: SMPC identities of the workers this process launched: state dir -> (name, dealer?).
+#: Keyed by state dir, not name: two workers of one name (a test's fresh "alice" next to a
+#: long-lived one) must both stay pinned with the workers launched after them.
+_launched: dict[Path, tuple[str, bool]] = {}
 
 
 def _trust_each_other(name: str, state_dir: Path, dealer: bool) -> None:
@@ -93,14 +95,13 @@ def _trust_each_other(name: str, state_dir: Path, dealer: bool) -> None:
     from .smpc import keys
 
     me = keys.load_or_create(state_dir, name)
-    for other, (other_dir, other_dealer) in list(_launched.items()):
-        if other == name or not other_dir.exists():
+    for other_dir, (other, other_dealer) in list(_launched.items()):
+        if other_dir == state_dir.resolve() or not other_dir.exists():
             continue
         them = keys.load_or_create(other_dir, other)
         keys.trust(state_dir, other, them.fingerprint, "dealer" if other_dealer else "peer")
         keys.trust(other_dir, name, me.fingerprint, "dealer" if dealer else "peer")
-    _launched[name] = (state_dir, dealer)
-
+    _launched[state_dir.resolve()] = (name, dealer)
 
 def launch(
     name: str,
