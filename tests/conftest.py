@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import kernel_bridge as kb
+from kernel_bridge.smpc import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT / "datasets"
@@ -126,15 +127,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return rep
 
 
-# -- smpc: bob (a second hospital) and carol (the dealer), next to the session's alice ------------
+# -- smpc: alice and bob (two hospitals) and carol (the dealer), pinned to each other only -------
 @pytest.fixture(scope="session")
-def smpc_workers(alice: kb.Worker, tmp_path_factory: pytest.TempPathFactory
+def smpc_workers(tmp_path_factory: pytest.TempPathFactory, secret_files: tuple[Path, Path]
                  ) -> Iterator[tuple[kb.Worker, kb.Worker, kb.Worker]]:
-    """``(alice, bob, carol)``: two data owners and a dealer that trust each other (kb.launch)."""
+    """``(alice, bob, carol)``: two data owners and a dealer that trust each other.
+
+    They are their own trio, outside kb.launch's automatic pinning: other tests
+    launch workers also named alice and bob, and SMPC pins keys by name.
+    """
     root = tmp_path_factory.mktemp("smpc-state")
+    private, mock = secret_files
+    alice = kb.launch("alice", config=DATASETS / "alice.toml", assets={"secret": str(private)},
+                      mocks={"secret": str(mock)}, state=root / "alice", scientist="ana",
+                      trust_launched=False)
     bob = kb.launch("bob", config=DATASETS / "bob.toml", state=root / "bob", scientist="ana",
-                    port=0)
-    carol = kb.launch("carol", dealer=True, state=root / "carol", scientist="ana")
+                    trust_launched=False)
+    carol = kb.launch("carol", dealer=True, state=root / "carol", scientist="ana",
+                      trust_launched=False)
+    keys.trust_each_other([("alice", root / "alice", False), ("bob", root / "bob", False),
+                           ("carol", root / "carol", True)])
     yield alice, bob, carol
-    bob.close()
-    carol.close()
+    for w in (alice, bob, carol):
+        w.close()

@@ -221,6 +221,8 @@ def test_the_issue_example_on_the_sample_worker(session: kb.Worker) -> None:
     b = session.budget()
     assert b["heart"]["epsilon_spent"] == pytest.approx(0.9)
     assert b["heart"]["epsilon_remaining"] == pytest.approx(b["heart"]["epsilon_limit"] - 0.9)
-    assert set(b) == {"heart"}  # ecg and the planted secret have no DP declaration
+    # ecg and the planted secret have no DP declaration; digits (the FL tutorial's) has one
+    assert set(b) == {"heart", "digits"}
+    assert b["digits"]["epsilon_spent"] == 0
     with pytest.raises(kb.InvalidQuery, match="no DP settings"):
         session.asset("secret").dp.count(epsilon=0.1).release()

@@ -32,6 +32,7 @@ from websockets.exceptions import InvalidHandshake
 
 from ..errors import ConnectionLost
 from ..wire.protocol import Op, OpKind
+from . import he
 from .connection import Connection
 from .dp import DPQuery, DPResult
 from .plans import Plan, PlanRun
@@ -287,8 +288,6 @@ class AsyncWorker:
     async def he_services(self) -> list[dict[str, Any]]:
         """The worker's HE services (encrypted predictions, encrypted evaluation),
         with your predictions used and your budgets."""
-        from . import he
-
         return await he.services(self)
 
     async def he_predict(self, pointer: Pointer, enc_x: Any) -> Any:

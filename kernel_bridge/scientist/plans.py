@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PlanDenied, PlanPending
+from ..errors import PlanDenied, PlanPending, ProtocolError
 from ..plan_document import check, plan_hash
 from ..wire.protocol import Op
 from ._session import Handle, Session, blocking
@@ -178,7 +178,5 @@ async def submit(session: Session, doc: dict[str, Any], reason: str = "") -> Pla
     reply = await session.call(Op.PLAN_SUBMIT, plan=checked, reason=reason)
     plan = Plan(session.handle, reply["plan"])
     if plan.hash != plan_hash(checked):
-        from ..errors import ProtocolError
-
         raise ProtocolError("the worker stored the plan under another hash")
     return plan

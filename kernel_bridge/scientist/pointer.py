@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ApprovalRequired, ProtocolError
 from ..wire.protocol import Op, OpKind
 from ..wire.refs import PointerRef
+from . import he
 from ._session import Handle, Session, blocking
 from .dp import DP
 from .request import Request
@@ -190,8 +191,6 @@ class Pointer:
 
         See :func:`kernel_bridge.scientist.he.predict`.
         """
-        from . import he
-
         return await he.predict(self, enc_x)
 
     async def _ahe_evaluate(self, enc_weights: Any, metric: str = "mse") -> Any:
@@ -199,8 +198,6 @@ class Pointer:
 
         See :func:`kernel_bridge.scientist.he.evaluate`.
         """
-        from . import he
-
         return await he.evaluate(self, enc_weights, metric)
 
     he_predict = blocking(_ahe_predict)
@@ -213,6 +210,8 @@ class Pointer:
         that party; the result is a :class:`~kernel_bridge.smpc.SharedTensor`
         carrying this pointer's taint. ``dealer`` names the dealer worker.
         """
+        # Lazy on purpose: SMPC pulls in torch (~1.5 s), which a session that
+        # never shares should not pay for (tests/test_scientist_imports.py).
         from .smpc import share_pointer
 
         return share_pointer(self, parties, dealer)

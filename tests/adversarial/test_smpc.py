@@ -225,7 +225,10 @@ def test_unpinned_peer_refused(smpc_workers: Workers, tmp_path: Path) -> None:
 def test_party_killed_mid_matmul(smpc_workers: Workers, tmp_path: Path,
                                  connect_as: Any) -> None:
     alice, bob, carol = smpc_workers
-    dave = kb.launch("dave", state=tmp_path / "dave", scientist="ana")
+    dave = kb.launch("dave", state=tmp_path / "dave", scientist="ana", trust_launched=False)
+    keys.trust_each_other([("alice", alice.process.state, False),
+                           ("dave", dave.process.state, False),
+                           ("carol", carol.process.state, True)])
     n = 1200
     a = kb.smpc.share(torch.randn(n, n), parties=[alice, dave], dealer=carol)
     b = kb.smpc.share(torch.randn(n, n), parties=[alice, dave], dealer=carol)
