@@ -89,8 +89,8 @@ def sigma_for(target: float, rows: list[int], rounds: int, batch: int, delta: fl
     lo, hi = 0.3, 50.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        eps = max(rounds * run_epsilon({"noise_multiplier": mid, "batch_size": batch,
-                                         "local_epochs": 1, "delta": delta}, n) for n in rows)
+        eps = max(run_epsilon({"noise_multiplier": mid, "batch_size": batch,
+                               "local_epochs": 1, "delta": delta}, n, rounds) for n in rows)
         lo, hi = (mid, hi) if eps > target else (lo, mid)
     return hi
 

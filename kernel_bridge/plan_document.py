@@ -245,7 +245,8 @@ def policy_words(doc: dict[str, Any]) -> list[str]:
                    f"(DP-SGD: noise multiplier {_num(dp['noise_multiplier'])}, clipping "
                    f"norm {_num(dp['max_grad_norm'])}, δ = {_num(dp['delta'])}, batches of "
                    f"{dp['batch_size']}, {dp['local_epochs']} local epoch(s) per run; "
-                   "ε per run computed and debited by the worker)")
+                   "the worker composes ε over the plan's runs with one RDP accountant "
+                   "and debits it before each run's outputs leave)")
     else:
         out.append("no differential privacy: released values are exact")
     cols = ", ".join(inputs["columns"])

@@ -19,11 +19,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import opendp.prelude as dp
+# Not opendp.prelude (it imports opendp.extras.sklearn, i.e. scikit-learn, which
+# cost every worker ~1.2 s at start for nothing): the modules themselves.
+import opendp.measurements as dp_m
 import pandas as pd
 import polars as pl
 from opendp.accuracy import summarize_polars_measurement
+from opendp.context import Context, loss_of, unit_of
 from opendp.extras.polars import Margin, dp_len
+from opendp.mod import enable_features
 
 from ..specs import AssetSpec, ColumnSpec
 from .query import Query
@@ -32,7 +36,7 @@ from .query import Query
 # code that is implemented and tested but whose proofs are not yet vetted by
 # OpenDP's review. We rely on it deliberately (it is the only polars path, and
 # what OpenDP's own tutorials use); see the README section "Differential privacy".
-dp.enable_features("contrib")
+enable_features("contrib")
 
 #: Most candidates a quantile chooses among (an int range or an even grid).
 MAX_CANDIDATES = 2001
@@ -147,13 +151,13 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
     if key_col is not None:
         margins.append(Margin(by=[key_col], max_length=decl.max_rows))
     if decl.id_column is None:
-        unit = dp.unit_of(contributions=1)
+        unit = unit_of(contributions=1)
     else:
-        unit = dp.unit_of(contributions=1, identifier=decl.id_column)
+        unit = unit_of(contributions=1, identifier=decl.id_column)
     # The context only derives the input domain (with its margins) and metric;
     # the ledger, not OpenDP's compositor, keeps the budget.
-    ctx = dp.Context.compositor(
-        data=frame, privacy_unit=unit, privacy_loss=dp.loss_of(epsilon=query.epsilon),
+    ctx = Context.compositor(
+        data=frame, privacy_unit=unit, privacy_loss=loss_of(epsilon=query.epsilon),
         split_evenly_over=1, margins=margins)
     lazy = ctx.query()
     if decl.id_column is not None:
@@ -194,7 +198,7 @@ def build(query: Query, frame: pl.LazyFrame, spec: AssetSpec) -> Plan:
     polars_plan = object.__getattribute__(lazy, "polars_plan")
 
     def make(scale: float) -> Any:
-        return dp.m.make_private_lazyframe(
+        return dp_m.make_private_lazyframe(
             input_domain=acct.input_domain, input_metric=acct.input_metric,
             output_measure=acct.output_measure, lazyframe=polars_plan, global_scale=scale)
 

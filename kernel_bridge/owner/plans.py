@@ -22,6 +22,7 @@ next start and still counts (with its ε: the debit may have committed).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -312,11 +313,32 @@ class PlanStore:
         return [r for r in (self.run(int(x[0])) for x in rows) if r is not None]
 
     def interrupted(self) -> int:
-        """Mark runs left ``running`` by a stopped worker ``interrupted`` (at startup)."""
+        """Mark runs left ``running`` or ``held`` by a stopped worker ``interrupted`` (at
+        startup). A run that was still running was never debited (its outputs never
+        left), so its ε is zeroed; a held run's debit stays."""
         with self.store._tx():
-            cur = self.db.execute("UPDATE plan_runs SET status='interrupted', ended=? "
-                                  "WHERE status='running' OR status='held'", (time.time(),))
+            cur = self.db.execute(
+                "UPDATE plan_runs SET status='interrupted', ended=?, "
+                "epsilon=CASE WHEN status='running' THEN 0 ELSE epsilon END, "
+                "delta=CASE WHEN status='running' THEN 0 ELSE delta END "
+                "WHERE status='running' OR status='held'", (time.time(),))
         return cur.rowcount
+
+    def debited(self, plan_id: int) -> tuple[int, float, float]:
+        """The plan's runs whose ε was debited (outputs released or held): how many, and
+        the ε and δ debited for them."""
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) "
+            "FROM plan_runs WHERE plan_id=? AND epsilon > 0 AND status IN "
+            "('released', 'held', 'aggregated', 'dropped', 'interrupted')",
+            (int(plan_id),)).fetchone()
+        return int(row[0]), float(row[1]), float(row[2])
+
+    def set_cost(self, run_id: int, epsilon: float, delta: float) -> None:
+        """Record what a run's debit actually was (its reservation held an estimate)."""
+        with self.store._tx():
+            self.db.execute("UPDATE plan_runs SET epsilon=?, delta=? WHERE id=?",
+                            (float(epsilon), float(delta), int(run_id)))
 
     def _row(self, r: Any) -> PlanRow:
         d = dict(r)
@@ -334,16 +356,27 @@ def dp_steps(rows: int, batch_size: int, local_epochs: int) -> tuple[float, int]
     return q, local_epochs * math.ceil(max(rows, 1) / batch_size)
 
 
-def run_epsilon(dp: dict[str, Any], rows: int) -> float:
-    """ε of one run under the plan's DP-SGD settings, by Opacus's RDP accountant.
+def run_epsilon(dp: dict[str, Any], rows: int, runs: int = 1) -> float:
+    """ε of ``runs`` runs of one plan together, by one Opacus RDP accountant.
 
     Computed by the worker from the declared ``noise_multiplier``, ``delta``,
     ``batch_size``, ``local_epochs`` and the asset's row count (which the worker
-    knows and the scientist may not), never taken from the run itself.
+    knows and the scientist may not), never taken from the run itself. The runs
+    of a plan are the same DP-SGD mechanism on the same rows, so they compose
+    in RDP as the steps of one longer training would (as Opacus composes
+    epochs): ``runs`` runs cost far less than ``runs`` times one run's ε.
     """
+    q, steps = dp_steps(rows, int(dp["batch_size"]), int(dp["local_epochs"]))
+    return _rdp_epsilon(float(dp["noise_multiplier"]), q, steps * max(int(runs), 0),
+                        float(dp["delta"]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rdp_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
     from opacus.accountants import RDPAccountant
 
-    q, steps = dp_steps(rows, int(dp["batch_size"]), int(dp["local_epochs"]))
+    if steps == 0:
+        return 0.0
     acc = RDPAccountant()
-    acc.history = [(float(dp["noise_multiplier"]), q, steps)]
-    return float(acc.get_epsilon(delta=float(dp["delta"])))
+    acc.history = [(sigma, q, steps)]
+    return float(acc.get_epsilon(delta=delta))

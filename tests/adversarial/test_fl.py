@@ -3,6 +3,8 @@ aggregation's ops, and the ledger never showing less ε than was released."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -48,6 +50,44 @@ def kill_when_running(worker: kb.Worker, round_no: int) -> threading.Thread:
     return t
 
 
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stall_plan_kernel(worker: kb.Worker) -> list[int]:
+    """SIGSTOP ``worker``'s plan kernel: its next plan run stays in flight (a slow owner)."""
+    stalled = []
+    for pid in _descendants(worker.process.proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"/syk-p-" in cmd:  # the plan kernel's socket directory (KernelHost("plan"))
+            os.kill(pid, signal.SIGSTOP)
+            stalled.append(pid)
+    assert stalled, "the worker has no plan kernel"
+    return stalled
+
+
 def ledger_and_released(state: Path, scientist: str = "ana") -> tuple[float, float]:
     """ε the owner's ledger shows spent on digits, and ε of the runs whose outputs left
     (or are held to leave) — read from the state directory, as after a crash."""
@@ -72,6 +112,9 @@ def test_worker_killed_mid_round_round_completes_and_ledger_covers_releases(
                                                 delta=1e-5, epsilon_total=20.0))
         approve_all(job, workers)
         job.run(rounds=1, progress=False)
+        # carol's round-2 run hangs in its kernel until she is killed (rounds are faster
+        # than any sleep the watcher could take).
+        stalled = stall_plan_kernel(workers[2])
         watcher = kill_when_running(workers[2], round_no=2)
         history = job.run(rounds=1, progress=False)
         watcher.join(5)
@@ -88,6 +131,8 @@ def test_worker_killed_mid_round_round_completes_and_ledger_covers_releases(
             spent, released = ledger_and_released(w.process.state)
             assert spent >= released - 1e-9 and released > 0, (w.name, spent, released)
         assert history[2].epsilon["alice"] > history[0].epsilon["alice"] > 0
+        # bwrap --die-with-parent took the stopped kernel with the worker.
+        assert not any(_running(pid) for pid in stalled)
     finally:
         for w in workers:
             w.close()

@@ -107,21 +107,24 @@ def test_runs_past_max_runs_are_refused_and_spend_nothing(planw: kb.Worker,
     assert len(plan_owner.plan(plan.id)["runs"]) == 2
 
 
-def _epsilon(dp: dict, rows: int) -> float:
+def _epsilon(dp: dict, rows: int, runs: int = 1) -> float:
+    """Opacus's RDP accountant over ``runs`` runs' steps (computed here independently)."""
     from opacus.accountants import RDPAccountant
 
     acc = RDPAccountant()
     q = dp["batch_size"] / rows
-    acc.history = [(dp["noise_multiplier"], q, dp["local_epochs"] *
+    acc.history = [(dp["noise_multiplier"], q, runs * dp["local_epochs"] *
                     math.ceil(rows / dp["batch_size"]))]
     return float(acc.get_epsilon(delta=dp["delta"]))
 
 
 def test_epsilon_is_computed_by_the_worker_and_debited_before_release(
         planw: kb.Worker, plan_owner: kb.Owner) -> None:
-    per_run = _epsilon(DP, len(HEART))
+    per_run, two, three = (_epsilon(DP, len(HEART), k) for k in (1, 2, 3))
+    # The runs of a plan compose under one accountant: far less than adding them up.
+    assert two < 2 * per_run * 0.9
     # epsilon_total fits two runs, not three.
-    plan = approved(planw, plan_owner, dp_plan(epsilon_total=2.5 * per_run))
+    plan = approved(planw, plan_owner, dp_plan(epsilon_total=(two + three) / 2))
     before = planw.budget()["heart"]
     r1 = plan.run()
     assert r1.epsilon == pytest.approx(per_run, rel=1e-6)
@@ -130,14 +133,20 @@ def test_epsilon_is_computed_by_the_worker_and_debited_before_release(
     assert after["delta_spent"] == pytest.approx(before["delta_spent"] + DP["delta"])
     spend = plan_owner.ledger.spends("heart")[-1]
     assert spend["query"]["plan"] == plan.id and spend["query"]["run"] == r1.id
-    assert plan.run(mode="spec").outputs["n"] == DP["batch_size"]
-    spent = planw.budget()["heart"]["epsilon_spent"]
+    r2 = plan.run(mode="spec")
+    assert r2.outputs["n"] == DP["batch_size"]
+    # The second run is debited what the accountant adds for it; δ only once.
+    assert r2.epsilon == pytest.approx(two - per_run, rel=1e-6)
+    after2 = planw.budget()["heart"]
+    assert after2["epsilon_spent"] == pytest.approx(before["epsilon_spent"] + two)
+    assert after2["delta_spent"] == pytest.approx(before["delta_spent"] + DP["delta"])
+    spent = after2["epsilon_spent"]
     with pytest.raises(BudgetExhausted) as err:
         plan.run()
     assert err.value.data["scope"] == "plan"
     assert planw.budget()["heart"]["epsilon_spent"] == spent
     assert plan.refresh().runs_used == 2
-    assert plan.epsilon_spent == pytest.approx(2 * per_run)
+    assert plan.epsilon_spent == pytest.approx(two)
 
 
 def test_a_run_past_the_ledgers_budget_is_refused_and_spends_nothing(
@@ -186,9 +195,35 @@ def test_the_plan_kernel_never_saw_the_scientists_session(planw: kb.Worker,
     assert receipt.status == "ok"
     plan = approved(planw, plan_owner, means_plan())
     assert plan.run(mode="probe").outputs["n"] == 0
-    # Nor does a run see what an earlier run of the plan left behind: a kernel per run.
+    # Nor does a run find what an earlier run of the plan left in its globals or in
+    # builtins: the kernel is the plan's, but each run gets a fresh namespace.
     plan.run(mode="stash")
     assert plan.run(mode="probe").outputs["n"] == 0
+
+
+def test_a_plan_kernel_serves_one_plan_hash_for_one_scientist(planw: kb.Worker,
+                                                              plan_owner: kb.Owner) -> None:
+    doc = means_plan(max_runs=10)
+    doc["name"] = "kernel per plan and scientist"
+    plan = approved(planw, plan_owner, doc)
+    # Kept across the scientist's runs (an FL job does not start a kernel per round) ...
+    assert [plan.run(mode="mark").outputs["n"] for _ in range(3)] == [1, 2, 3]
+    # ... but another scientist running the very same approved code gets a kernel of
+    # their own, and so does a changed plan: neither sees the first kernel's state.
+    token = plan_owner.add_token("cleo")
+    cleo = kb.connect(planw.process.url, token, name="alice")
+    try:
+        theirs = cleo.submit_plan(doc, reason="same code, another scientist")
+        assert theirs.hash == plan.hash and theirs.id != plan.id
+        plan_owner.approve_plan(theirs.id, theirs.hash)
+        assert theirs.wait(timeout=10).run(mode="mark").outputs["n"] == 1
+    finally:
+        cleo.close()
+    changed = approved(planw, plan_owner, with_code(doc, doc["code"] + "\n# v2\n"))
+    assert changed.run(mode="mark").outputs["n"] == 1
+    # A worker keeps two plan kernels: the least recently used (the first) was stopped
+    # for the third, so this run starts a fresh one.
+    assert plan.run(mode="mark").outputs["n"] == 1
 
 
 def test_fifty_concurrent_runs_of_a_five_run_plan_exactly_five_succeed(

@@ -28,6 +28,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from opendp.domains import atom_domain
+from opendp.measurements import make_laplace
+from opendp.metrics import absolute_distance
+from opendp.mod import enable_features
 
 from ...errors import HEError, InvalidQuery, UnknownObject
 from ...he import evaluate as he_evaluate
@@ -293,11 +297,9 @@ def _decode_upload(data: bytearray) -> Any:
 
 def _laplace(scale: float) -> float:
     """One draw of Laplace(0, scale), from OpenDP's sampler."""
-    import opendp.prelude as dp
-
-    dp.enable_features("contrib")
-    meas = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),
-                             dp.absolute_distance(T=float), scale=scale)
+    enable_features("contrib")
+    meas = make_laplace(atom_domain(T=float, nan=False), absolute_distance(T=float),
+                        scale=scale)
     value = float(meas(0.0))
     if not math.isfinite(value):
         raise HEError("noise sampling failed")
@@ -306,8 +308,6 @@ def _laplace(scale: float) -> float:
 
 def _int_laplace(scale: float) -> int:
     """One draw of the discrete Laplace of ``scale`` (for a DP row count), from OpenDP."""
-    import opendp.prelude as dp
-
-    dp.enable_features("contrib")
-    meas = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
+    enable_features("contrib")
+    meas = make_laplace(atom_domain(T=int), absolute_distance(T=int), scale=scale)
     return int(meas(0))

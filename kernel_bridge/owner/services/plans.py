@@ -8,9 +8,10 @@ trusted code:
 1. the run is *reserved* in SQLite (approved hash, runs left, the plan's ε left;
    :mod:`kernel_bridge.owner.plans`), and with ``policy.dp`` the ledger is checked
    first, so a refused run spends nothing;
-2. the code runs in a **fresh sandboxed kernel of its own** (the same sandbox as
-   session kernels; no scientist code ever ran in it; it is stopped after the
-   run), with the declared columns of the asset bound to ``data`` by this worker,
+2. the code runs in the plan's **own sandboxed kernel** (the same sandbox as
+   session kernels; only this approved hash's code and the worker's agent ever
+   run in it, for this scientist only: :mod:`kernel_bridge.owner.plan_kernels`),
+   with a copy of the asset's declared columns bound to ``data`` by this worker,
    the asset's public spec to ``spec`` and the scientist's args (tensors and
    plain values only) as keyword arguments: ``run(data, spec=spec, **args)``;
 3. what it returns comes back through the typed codec and is checked against
@@ -26,9 +27,8 @@ trusted code:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,40 +43,24 @@ from ...errors import (
     SecureAggregationRequired,
     SyftError,
 )
-from ...wire import codec, frames
-from ...wire.protocol import Action, Op
-from .. import gate, limits
+from ...wire import codec
+from ...wire.protocol import Op
+from .. import limits
 from ..assets import Asset
 from ..context import WorkerContext
-from ..kernels import KernelHost
 from ..ledger import Ledger
+from ..plan_kernels import PlanKernels
 from ..plan_outputs import check_masked, check_outputs
 from ..plans import PlanRow, PlanStore, run_epsilon
 from ..session import Session
 from .base import Handler, Service
 
-#: Plan kernels running at once on one worker (each is a sandboxed process).
-MAX_PLAN_KERNELS = 2
 #: Held (secure-aggregation) runs one scientist may have waiting on a worker; past it a
 #: run is refused before it is reserved (nothing spent) until some are aggregated or dropped.
 MAX_HELD = 64
 #: Args a run takes: names and values (tensors, arrays, numbers, strings, lists of them).
 MAX_ARGS = 64
 _RESERVED_ARGS = {"data", "spec"}
-#: Imported in each plan kernel as it starts, before any plan code (see _new_host); the
-#: optional ones only when the plan that ran last imports them (a spare is made for it).
-WARM_IMPORTS = ("numpy", "pandas", "pyarrow")
-WARM_OPTIONAL = ("torch", "opacus", "sklearn", "scipy")
-
-
-def warm_code(plan_code: str) -> str:
-    """Trusted import lines for a plan kernel: the fixed ones, and the optional ones the
-    plan's code imports (names from :data:`WARM_OPTIONAL` only, never from the code)."""
-    mods = [m for m in WARM_OPTIONAL
-            if re.search(rf"^\s*(import|from)\s+{m}\b", plan_code, re.M)]
-    lines = [f"import {', '.join(WARM_IMPORTS)}"]
-    lines += [f"try:\n    import {m}\nexcept ImportError:\n    pass" for m in mods]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -123,11 +107,9 @@ class PlanService(Service):
         self.ledger = ledger
         self.store.interrupted()  # runs of a previous process: counted, never released
         self._held: dict[int, HeldRun] = {}
-        self._slots = asyncio.Semaphore(MAX_PLAN_KERNELS)
-        self._hide = [ctx.store.dir] + [a.spec.path for a in ctx.assets.values()]
+        self.plan_kernels = PlanKernels(ctx.config, [ctx.store.dir] +
+                                   [a.spec.path for a in ctx.assets.values()])
         self._rows: dict[str, int] = {}
-        #: One kernel started ahead for the next run (fresh: only the agent ran in it).
-        self._spare: asyncio.Task[KernelHost] | None = None
 
     def ops(self) -> Mapping[Op, Handler]:
         return {Op.PLAN_SUBMIT: self.op_plan_submit, Op.PLAN_STATUS: self.op_plan_status,
@@ -207,6 +189,9 @@ class PlanService(Service):
         deadline = time.monotonic() + timeout
         while True:
             row = self.store.own(session.scientist, msg.get("plan"))
+            if row.status == "approved":  # its first run will not wait for a kernel
+                self.plan_kernels.warm(row.document["code"], (row.hash, session.scientist),
+                                  self._columns(row.document))
             if row.status != "pending" or time.monotonic() >= deadline:
                 return {"plan": row.public()}
             await asyncio.sleep(0.1)
@@ -248,14 +233,14 @@ class PlanService(Service):
         asset = self._asset(plan.document["inputs"]["asset"])
         dp = plan.policy.get("dp")
         epsilon = delta = 0.0
+        rows = 0
         if dp is not None:
             rows = await self._row_count(asset)
-            epsilon = await asyncio.to_thread(run_epsilon, dp, rows)
-            delta = float(dp["delta"])
+            epsilon, delta, _ = await self._next_cost(plan, dp, rows)
             self._precheck_ledger(session.scientist, asset.name, epsilon, delta)
         rid = self.store.reserve(session.scientist, plan.id, plan.hash, epsilon, delta)
         try:
-            value = await self._execute(plan, asset, args)
+            value = await self._execute(plan, asset, session.scientist, args)
         except SyftError as exc:
             self.store.finish(rid, "failed", error_type=type(exc).__name__
                               if not isinstance(exc, RemoteError) else
@@ -271,8 +256,7 @@ class PlanService(Service):
             raise
         if dp is not None:
             try:  # committed before any form of the outputs leaves
-                self.ledger.debit(session.scientist, asset.name, epsilon, delta, {
-                    "plan": plan.id, "run": rid, "hash": plan.hash, "dp_sgd": dp})
+                await self._debit(session.scientist, plan, asset.name, rid, dp, rows)
             except BudgetExhausted:
                 self.store.finish(rid, "refused", spent=False)
                 raise
@@ -372,6 +356,38 @@ class PlanService(Service):
         self.store.finish(run_id, "dropped", released={"dropped": True})
 
     # -- helpers -----------------------------------------------------------------------
+    async def _next_cost(self, plan: PlanRow, dp: dict[str, Any], rows: int
+                         ) -> tuple[float, float, tuple[int, float, float]]:
+        """What the plan's next debited run costs: ``(ε, δ, debited so far)``.
+
+        One RDP accountant over all the plan's debited runs and this one
+        (:func:`~kernel_bridge.owner.plans.run_epsilon`), less what they were
+        debited; δ once, with the plan's first debit.
+        """
+        while True:
+            before = self.store.debited(plan.id)
+            total = await asyncio.to_thread(run_epsilon, dp, rows, before[0] + 1)
+            if self.store.debited(plan.id) == before:  # no other run debited meanwhile
+                return max(0.0, total - before[1]), 0.0 if before[0] else float(dp["delta"]), \
+                    before
+
+    async def _debit(self, scientist: str, plan: PlanRow, asset: str, rid: int,
+                     dp: dict[str, Any], rows: int) -> None:
+        """Debit a run's composed ε on the ledger and record it (before anything leaves)."""
+        epsilon, delta, before = await self._next_cost(plan, dp, rows)
+        # No await from here on: counting, checking and debiting are one step.
+        total = plan.epsilon_total
+        if total is not None and before[1] + epsilon > total + 1e-9:
+            raise BudgetExhausted(
+                f"this run would bring plan {plan.id} to epsilon={before[1] + epsilon:.4g}, "
+                f"past its {total:g}; its outputs were not released", asset=asset,
+                scope="plan", epsilon=epsilon, delta=delta,
+                epsilon_remaining=max(0.0, total - before[1]), delta_remaining=0.0)
+        self.ledger.debit(scientist, asset, epsilon, delta, {
+            "plan": plan.id, "run": rid, "hash": plan.hash, "dp_sgd": dp,
+            "composed_runs": before[0] + 1})
+        self.store.set_cost(rid, epsilon, delta)
+
     def _precheck_ledger(self, scientist: str, asset: str, epsilon: float,
                          delta: float) -> None:
         """Refuse early (nothing reserved, nothing run) when the ledger could not pay."""
@@ -426,109 +442,23 @@ class PlanService(Service):
                 "runs_used": plan.runs_used, "max_runs": plan.max_runs,
                 "epsilon_spent": plan.epsilon_spent, "epsilon_total": plan.epsilon_total}
 
-    async def _new_host(self, warm: str) -> KernelHost:
-        cfg = self.ctx.config
-        host = KernelHost("plan", list(self._hide), sandboxed=cfg.sandbox != "none",
-                          threads=cfg.threads, bulk_threshold=cfg.bulk_threshold,
-                          limits=cfg.limits)
-        try:
-            await host.ensure_started()
-            # Trusted code only: the libraries a plan's data and outputs need, imported
-            # ahead (a spare kernel does this before its run is even asked for).
-            await host.execute(warm, timeout=cfg.exec_timeout)
-        except BaseException:
-            await host.shutdown()
-            raise
-        return host
-
-    async def _fresh_host(self, code: str) -> KernelHost:
-        """A kernel no code but the agent ran in: the spare if one is ready, else a new one.
-
-        Either way a new spare is started for the next run, so a plan's runs after the
-        first do not wait for a kernel to start. A kernel is never used for two runs.
-        """
-        warm = warm_code(code)
-        spare, self._spare = self._spare, None
-        self._spare = asyncio.create_task(self._new_host(warm))
-        if spare is not None:
-            try:
-                return await spare
-            except Exception:  # noqa: BLE001 - the spare failed to start: start another
-                pass
-        return await self._new_host(warm)
+    def _columns(self, doc: dict[str, Any]) -> Callable[[], Any]:
+        """The declared columns of the plan's asset (read when a plan kernel needs them)."""
+        inputs = doc["inputs"]
+        asset = self._asset(inputs["asset"])
+        cols = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
+        return lambda: asset.private()[cols].copy()
 
     async def close(self) -> None:
-        """Stop the spare kernel (the worker calls this when it stops)."""
-        spare, self._spare = self._spare, None
-        if spare is None:
-            return
-        spare.cancel()
-        try:
-            host = await spare
-        except BaseException:  # noqa: BLE001 - cancelled or failed: nothing to stop
-            return
-        await host.shutdown()
+        """Stop the plan kernels (the worker calls this when it stops)."""
+        await self.plan_kernels.close()
 
-    async def _execute(self, plan: PlanRow, asset: Asset, args: dict[str, Any]) -> Any:
-        """Run the plan once in a fresh sandboxed kernel; returns the decoded result."""
-        cfg = self.ctx.config
+    async def _execute(self, plan: PlanRow, asset: Asset, scientist: str,
+                       args: dict[str, Any]) -> Any:
+        """Run the plan once in its sandboxed kernel; returns the decoded result."""
         doc = plan.document
-        inputs = doc["inputs"]
-        cols = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
-        spec = self.public_spec(asset, doc)
-        async with self._slots:
-            host = await self._fresh_host(doc["code"])
-            try:
-                frame = await asyncio.to_thread(lambda: asset.private()[cols].copy())
-                for name, value in (("data", frame), ("plan_spec", spec), ("plan_args", args)):
-                    await self._put(host, name, value)
-                result = await host.execute(doc["code"], timeout=cfg.exec_timeout)
-                _raise_for(result.status, result.ename)
-                result = await host.execute(
-                    f"syft_plan_result = {doc['entry']}(data, spec=plan_spec, **plan_args)",
-                    timeout=cfg.exec_timeout)
-                _raise_for(result.status, result.ename)
-                await _agent(host, {"action": Action.BIND_VAR, "name": "syft_plan_result",
-                                    "id": "result"}, cfg.exec_timeout)
-                reply, bufs = await _agent(host, {"action": Action.GET, "id": "result"},
-                                           cfg.exec_timeout)
-                if "arena" in reply:
-                    assert host.arena is not None
-                    data = bytes(host.arena.view(int(reply["arena"])))
-                    return await asyncio.to_thread(codec.loads, data, None)
-                if not bufs:
-                    raise ProtocolError("the plan kernel sent no value")
-                return codec.decode(bytes(bufs[0]), [bytes(b) for b in bufs[1:]])
-            finally:
-                await host.shutdown()
-
-    async def _put(self, host: KernelHost, name: str, value: Any) -> None:
-        header, buffers = codec.encode(value)
-        size = frames.frame_size(header, buffers)
-        content: dict[str, Any] = {"action": Action.PUT, "id": f"in_{name}", "bind": name}
-        bufs: list[Any] = [header, *buffers]
-        if size >= self.ctx.config.bulk_threshold and host.arena is not None:
-            host.arena.write(frames.pack(header, buffers))
-            content["arena"] = size
-            bufs = []
-        await _agent(host, content, self.ctx.config.exec_timeout, bufs)
-
-
-async def _agent(host: KernelHost, content: dict[str, Any], timeout: float,
-                 bufs: list[Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
-    reply, out = await host.request(content, bufs, timeout=timeout)
-    if reply.get("status") != "ok":
-        name = gate.safe_error_name(reply.get("ename"))
-        raise RemoteError(f"{name} raised in the plan's kernel", error_type=name)
-    return reply, out
-
-
-def _raise_for(status: str, ename: str | None) -> None:
-    if status == "ok":
-        return
-    name = gate.safe_error_name(ename) if status == "error" else status
-    raise RemoteError(f"the plan's code ended with {name} (only the type is reported)",
-                      error_type=name)
+        return await self.plan_kernels.run(doc["code"], doc["entry"], (plan.hash, scientist),
+                                      self._columns(doc), self.public_spec(asset, doc), args)
 
 
 def _check_arg(name: str, v: Any, depth: int = 0) -> None:

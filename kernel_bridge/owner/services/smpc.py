@@ -21,10 +21,9 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ...errors import (
     ApprovalRequired,
@@ -37,8 +36,7 @@ from ...errors import (
     SyftError,
     UntrustedParty,
 )
-from ...smpc import channel, core_api, keys
-from ...smpc.engine import Open, Recipe
+from ...smpc import channel, keys
 from ...wire import codec
 from ...wire.protocol import Action, Op
 from ..context import WorkerContext
@@ -47,13 +45,24 @@ from ..smpc_net import PeerNet
 from .base import Handler, Service
 from .objects import kernels_of
 
+if TYPE_CHECKING:
+    import torch
+
+    from ...smpc.engine import Recipe
+
+# torch and the protocol code (which needs it) are imported by the handlers that use
+# them, on the first SMPC op: torch costs a worker ~1.5 s at start and ~180 MB, which
+# a worker that never computes under SMPC should not pay.
+
 MAX_PARTIES = 8
+#: kernel_bridge.smpc.fixed.FRAC_BITS (checked equal in tests/smpc) without importing torch.
+FRAC_BITS = 16
 #: Programs on at most this many input and output elements run on the event loop (a
 #: step takes well under a millisecond; a thread hop would cost more than the step).
 INLINE_ELEMENTS = 1 << 16
 #: Largest magnitude a shared value may have: fixed point leaves 63 - FRAC_BITS
 #: integer bits; one more is kept free so that a sum of two stays in range.
-MAX_MAGNITUDE = float(2 ** (62 - core_api.FRAC_BITS))
+MAX_MAGNITUDE = float(2 ** (62 - FRAC_BITS))
 
 
 @dataclass
@@ -96,6 +105,8 @@ def taint_text(taint: Mapping[str, list[str]]) -> str:
 
 def _as_float_tensor(value: Any) -> torch.Tensor:
     """A numeric value read from a kernel as a float64 tensor, or a typed error."""
+    import torch
+
     try:
         import pandas as pd
 
@@ -228,6 +239,10 @@ class SMPCService(Service):
         with the CSPRNG; each other party gets its share sealed to it. Releases
         the shape and the taint (owner and asset names), nothing of the value.
         """
+        import torch
+
+        from ...smpc import core_api
+
         parties, urls = self._parties(msg)
         cid, sid = self._cid(msg), self._cid(msg, "sid")
         obj = session.get(msg.get("pointer"))
@@ -270,6 +285,8 @@ class SMPCService(Service):
 
         Takes ``cid``, ``sid``, ``source`` and ``parties``. Releases the shape and taint.
         """
+        import torch
+
         parties, urls = self._parties(msg)
         cid, sid = self._cid(msg), self._cid(msg, "sid")
         source = msg.get("source")
@@ -292,6 +309,8 @@ class SMPCService(Service):
         Takes ``sid``, ``share`` (an int64 tensor) and ``parties``; the value is
         clean (it is the scientist's own). Releases its shape.
         """
+        import torch
+
         parties, _ = self._parties(msg)
         sid = self._cid(msg, "sid")
         share = msg.get("share")
@@ -307,6 +326,8 @@ class SMPCService(Service):
         Takes ``cid``, ``recipes`` (kind, shapes, params: public) and ``parties``.
         Each part is sealed to its party's pinned key. Releases the offline time.
         """
+        from ...smpc import core_api
+
         if not self.settings.dealer:
             raise PermissionDenied("this worker is not a dealer (syftlab worker NAME --dealer)")
         parties, urls = self._parties(msg)
@@ -340,6 +361,10 @@ class SMPCService(Service):
         cancels the computation on the other parties. Releases the result's
         shape and taint and the online time.
         """
+        import torch
+
+        from ...smpc import core_api
+
         parties, urls = self._parties(msg)
         cid, out = self._cid(msg), self._cid(msg, "out")
         spec = core_api.OPS.get(msg.get("protocol"))  # type: ignore[arg-type]
@@ -404,6 +429,8 @@ class SMPCService(Service):
         unless the tensors are small (``inline``), where a thread hop would
         cost more than the step.
         """
+
+        from ...smpc.engine import Open
 
         async def off(fn: Any, *args: Any) -> Any:
             return fn(*args) if inline else await asyncio.to_thread(fn, *args)
@@ -585,6 +612,8 @@ def _pack(values: list[torch.Tensor]) -> Any:
 
 def _unpack(payload: bytearray, like: list[torch.Tensor]) -> list[torch.Tensor]:
     """A peer's contributions, shaped like ours; a wrong length is a typed error."""
+    import torch
+
     sizes = [v.numel() * v.element_size() for v in like]
     if len(payload) != sum(sizes):
         raise SMPCError("a party opened values of other shapes")
@@ -602,6 +631,8 @@ def _recipe_doc(r: Recipe) -> dict[str, Any]:
 
 
 def _recipes(raw: Any) -> list[Recipe]:
+    from ...smpc.engine import Recipe
+
     if not isinstance(raw, list) or len(raw) > 64:
         raise ProtocolError("'recipes' is a list of at most 64")
     out = []
