@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -88,20 +89,22 @@ atexit.register(_cleanup)
 #: Keyed by state dir, not name: two workers of one name (a test's fresh "alice" next to a
 #: long-lived one) must both stay pinned with the workers launched after them.
 _launched: dict[Path, tuple[str, bool]] = {}
+_launch_lock = threading.Lock()
 
 
 def _trust_each_other(name: str, state_dir: Path, dealer: bool) -> None:
     """Pin ``name``'s SMPC key and those of the workers launched before it, both ways."""
     from .smpc import keys
 
-    me = keys.load_or_create(state_dir, name)
-    for other_dir, (other, other_dealer) in list(_launched.items()):
-        if other_dir == state_dir.resolve() or not other_dir.exists():
-            continue
-        them = keys.load_or_create(other_dir, other)
-        keys.trust(state_dir, other, them.fingerprint, "dealer" if other_dealer else "peer")
-        keys.trust(other_dir, name, me.fingerprint, "dealer" if dealer else "peer")
-    _launched[state_dir.resolve()] = (name, dealer)
+    with _launch_lock:  # workers launched from several threads at once
+        me = keys.load_or_create(state_dir, name)
+        for other_dir, (other, other_dealer) in list(_launched.items()):
+            if other_dir == state_dir.resolve() or not other_dir.exists():
+                continue
+            them = keys.load_or_create(other_dir, other)
+            keys.trust(state_dir, other, them.fingerprint, "dealer" if other_dealer else "peer")
+            keys.trust(other_dir, name, me.fingerprint, "dealer" if dealer else "peer")
+        _launched[state_dir.resolve()] = (name, dealer)
 
 def launch(
     name: str,

@@ -59,6 +59,9 @@ EDGE_METRICS: dict[str, Metric] = {
     "messages": Metric("msgs", lambda v: f"{int(v)}"),
     "bytes_sent": Metric("sent", human_bytes),
     "bytes_received": Metric("recv", human_bytes),
+    # The scientist's plan running on that worker (an FL job: one run per round).
+    "plan_round": Metric("round", lambda v: f"{int(v[0])}/{int(v[1])}"),
+    "plan_epsilon": Metric("ε", lambda v: f"{v:.2f}"),
 }
 
 #: Node metrics in display order.

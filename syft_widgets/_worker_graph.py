@@ -56,7 +56,9 @@ class WorkerGraph(LiveWidget):
     Each worker is a node coloured by its state (online, busy: a call of yours
     is in flight, offline: it does not answer), with its pending requests; each
     scientist-worker edge shows latency, and the messages and bytes of your
-    work (the widget's own polls are not counted). A killed worker turns
+    work (the widget's own polls are not counted) and, while one of your
+    plans runs there (an FL job: one run per round), its round and the ε it
+    has spent on that worker. A killed worker turns
     offline within about a second; when it comes back on the same address the
     widget reconnects the handle and the node turns online again.
 
@@ -108,14 +110,19 @@ class WorkerGraph(LiveWidget):
         return Node(id=f"worker:{i}:{w.name}", kind="worker", label=w.name, status=status,
                     metrics=metrics, detail=detail)
 
-    def _edge(self, i: int, w: Worker, latency: float | None) -> Edge:
+    def _edge(self, i: int, w: Worker, latency: float | None,
+              plan: dict[str, Any] | None = None) -> Edge:
         stats, own = w.stats, self._own[i]
-        metrics = {
+        metrics: dict[str, Any] = {
             "latency_ms": None if latency is None else latency * 1000.0,
             "messages": max(0, stats["messages"] - own.messages),
             "bytes_sent": max(0, stats["bytes_sent"] - own.bytes_sent),
             "bytes_received": max(0, stats["bytes_received"] - own.bytes_received),
         }
+        if plan is not None:
+            metrics["plan_round"] = (plan["runs_used"], plan["max_runs"])
+            if plan["epsilon_spent"]:
+                metrics["plan_epsilon"] = plan["epsilon_spent"]
         return Edge(source=self.scientist_id, target=f"worker:{i}:{w.name}", metrics=metrics)
 
     def _probe(self, i: int, w: Worker) -> tuple[Node, Edge]:
@@ -127,13 +134,15 @@ class WorkerGraph(LiveWidget):
                 w.reconnect(attempts=1, delay=0.0)
             latency = own.call(w, "ping", lambda: w.ping(timeout=self.timeout))
             requests = own.call(w, "requests", lambda: w.requests(timeout=self.timeout))
+            plans = own.call(w, "plans", lambda: w.plans(timeout=self.timeout))
         except Exception as exc:  # whatever stops the talk (refused, hung, bad handshake)
             reason = str(exc) if isinstance(exc, (ConnectionLost, OSError, SyftError)) and \
                 not isinstance(exc, TimeoutError) else type(exc).__name__
             return (self._node(i, w, "offline", {}, reason[:120]), self._edge(i, w, None))
         pending = sum(1 for r in requests if r.status == "pending")
         status = "busy" if busy else "online"
-        return (self._node(i, w, status, {"pending": pending}, ""), self._edge(i, w, latency))
+        return (self._node(i, w, status, {"pending": pending}, ""),
+                self._edge(i, w, latency, _running_plan(plans)))
 
     def _tasks(self) -> list[Callable[[], None]]:
         # One poller per worker: a worker that hangs (its ping waits for the timeout,
@@ -179,3 +188,13 @@ class WorkerGraph(LiveWidget):
     def text(self) -> str:
         state = "live" if self.live else "stopped"
         return f"WorkerGraph ({len(self.workers)} workers, {state})\n" + graph_text(*self._model)
+
+
+def _running_plan(plans: list[Any]) -> dict[str, Any] | None:
+    """The approved plan of the scientist's that ran last (the newest with runs)."""
+    ran = [p for p in plans if p.status == "approved" and p.runs_used > 0]
+    if not ran:
+        return None
+    p = max(ran, key=lambda p: p.id)
+    return {"runs_used": p.runs_used, "max_runs": int(p.info["max_runs"]),
+            "epsilon_spent": p.epsilon_spent}

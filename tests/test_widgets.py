@@ -19,6 +19,7 @@ from nbconvert import MarkdownExporter
 import kernel_bridge as kb
 from kernel_bridge.launch import relaunch
 from syft_widgets import Approvals, Budget, WorkerGraph
+from tests.plans.docs import dp_plan
 
 NOTEBOOK = Path(__file__).resolve().parent / "files" / "widgets_live.ipynb"
 
@@ -103,6 +104,33 @@ def test_graph_counts_the_scientists_traffic_and_pending_requests(
         assert "pending 1" in node(graph, "alice")["lines"]
     finally:
         graph.close()
+
+
+def test_graph_edges_show_the_running_plans_round_and_epsilon(
+        fresh_worker: Callable[..., kb.Worker]) -> None:
+    from tests.conftest import DATASETS
+
+    w = fresh_worker("alice", config=DATASETS / "alice.toml", assets={}, mocks={},
+                     scientist="ana")
+    owner = kb.Owner(w.process.state)
+    owner.set_budget(None, "heart", 10.0, 1e-3)  # the sample gives no δ for DP-SGD
+    owner.set_budget("ana", "heart", 10.0, 1e-3)
+    graph = WorkerGraph([w], interval=0.2)
+    try:
+        polled(graph, 2)
+        assert "plan_round" not in edge(graph, "alice")["metrics"]  # no plan of theirs ran
+        plan = w.submit_plan(dp_plan(max_runs=4, epsilon_total=10.0), reason="graph")
+        owner.approve_plan(plan.id, plan.hash)
+        plan.wait(timeout=10)
+        plan.run()
+        plan.run()
+        wait_for(lambda: "round 2/4" in edge(graph, "alice")["lines"], 5, "round on the edge")
+        eps = plan.refresh().epsilon_spent
+        assert eps > 0 and f"ε {eps:.2f}" in edge(graph, "alice")["lines"]
+        assert "round 2/4" in graph.text()
+    finally:
+        graph.close()
+        owner.close()
 
 
 def test_graph_shows_busy_while_a_call_runs_and_never_blocks_it(

@@ -55,6 +55,7 @@ WARM_IMPORTS = "import numpy, pandas, pyarrow"
 #: Trusted code that defines how a run calls the approved code (``{code!r}``: a literal).
 _CALLER = """
 import builtins as _syft_b
+import copy as _syft_copy
 _syft_plan_code = compile({code!r}, "<plan>", "exec")
 _syft_builtins = set(vars(_syft_b))
 
@@ -62,7 +63,7 @@ def _syft_plan_call(entry, data, spec, args):
     ns = {{"__name__": "__plan__", "__builtins__": _syft_b}}
     try:
         exec(_syft_plan_code, ns)
-        return ns[entry](data.copy(), spec=spec, **args)
+        return ns[entry](data.copy(), spec=_syft_copy.deepcopy(spec), **args)
     finally:
         for name in set(vars(_syft_b)) - _syft_builtins:
             delattr(_syft_b, name)
@@ -114,7 +115,8 @@ class PlanKernels:
         return len(self._kernels)
 
     async def run(self, code: str, entry: str, key: tuple[str, str],
-                  data: Callable[[], Any], spec: dict[str, Any], args: dict[str, Any]) -> Any:
+                  data: Callable[[], Any], spec: Callable[[], dict[str, Any]],
+                  args: dict[str, Any]) -> Any:
         """Run ``entry(data, spec=spec, **args)`` of an approved plan in its kernel.
 
         Parameters
@@ -123,10 +125,11 @@ class PlanKernels:
             The plan's approved code and the function it names.
         key : (str, str)
             ``(plan hash, scientist)``: whose kernel.
-        data : callable
-            Returns the asset's declared columns (called when the kernel first needs them).
-        spec, args : dict
-            The asset's public spec and the run's checked args.
+        data, spec : callable
+            Return the asset's declared columns and its public spec (called when a
+            kernel is prepared; both are the same for every run of the plan).
+        args : dict
+            The run's checked args.
 
         Returns
         -------
@@ -140,15 +143,16 @@ class PlanKernels:
                     if self._kernels.get(key) is not k:
                         continue  # dropped while we waited (its warm-up failed): a new one
                     try:
-                        await self._prepare(k, code, data)
-                        value = await self._call(k, entry, spec, args)
+                        await self._prepare(k, code, data, spec)
+                        value = await self._call(k, entry, args)
                     except BaseException:
                         await self._drop(k)
                         raise
                     k.used, k.runs = time.monotonic(), k.runs + 1
                     return value
 
-    def warm(self, code: str, key: tuple[str, str], data: Callable[[], Any]) -> None:
+    def warm(self, code: str, key: tuple[str, str], data: Callable[[], Any],
+             spec: Callable[[], dict[str, Any]]) -> None:
         """Start the kernel of an approved plan ahead of its first run (in the background)."""
         if key in self._kernels or any(t.get_name() == repr(key) for t in self._warming):
             return
@@ -161,7 +165,7 @@ class PlanKernels:
                         if self._kernels.get(key) is not k:
                             return
                         try:
-                            await self._prepare(k, code, data)
+                            await self._prepare(k, code, data, spec)
                         except BaseException:
                             await self._drop(k)
                             raise
@@ -201,8 +205,9 @@ class PlanKernels:
                     self._reaper = asyncio.create_task(self._reap())
             return k
 
-    async def _prepare(self, k: _Kernel, code: str, data: Callable[[], Any]) -> None:
-        """Start the kernel, define the approved code and bind the data (once)."""
+    async def _prepare(self, k: _Kernel, code: str, data: Callable[[], Any],
+                       spec: Callable[[], dict[str, Any]]) -> None:
+        """Start the kernel, compile the approved code, bind the data and spec (once)."""
         if k.ready:
             return
         timeout = self.config.exec_timeout
@@ -210,13 +215,12 @@ class PlanKernels:
         _raise_for(await k.host.execute(WARM_IMPORTS, timeout=timeout))
         frame = await asyncio.to_thread(data)
         await self._put(k.host, "plan_data", frame)
+        await self._put(k.host, "plan_spec", spec())
         _raise_for(await k.host.execute(_CALLER.format(code=code), timeout=timeout))
         k.ready = True
 
-    async def _call(self, k: _Kernel, entry: str, spec: dict[str, Any],
-                    args: dict[str, Any]) -> Any:
+    async def _call(self, k: _Kernel, entry: str, args: dict[str, Any]) -> Any:
         timeout = self.config.exec_timeout
-        await self._put(k.host, "plan_spec", spec)
         await self._put(k.host, "plan_args", args)
         _raise_for(await k.host.execute(
             f"syft_plan_result = _syft_plan_call({entry!r}, plan_data, plan_spec, plan_args)",

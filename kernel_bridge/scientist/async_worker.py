@@ -366,9 +366,14 @@ class AsyncWorker:
         """
         return await _submit_plan(self, doc, reason)
 
-    async def plans(self) -> list[Plan]:
-        """Your plans on this worker, oldest first (status, runs used, ε spent)."""
-        return [Plan(self.handle, p) for p in (await self.call(Op.PLANS))["plans"]]
+    async def plans(self, timeout: float | None = None) -> list[Plan]:
+        """Your plans on this worker, oldest first (status, runs used, ε spent).
+
+        With ``timeout`` the call fails fast, as :meth:`requests` does (for monitors).
+        """
+        reply = await (self.call(Op.PLANS) if timeout is None else
+                       self.call_once(Op.PLANS, reply_timeout=timeout))
+        return [Plan(self.handle, p) for p in reply["plans"]]
 
     async def plan_by_id(self, plan_id: int) -> Plan:
         """Find one of your plans again (e.g. after a reconnect)."""

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from ..errors import UntrustedParty
 
 IDENTITY_FILE = "smpc_identity.key"
 TRUST_FILE = "smpc_trust.json"
+_TRUST_LOCK = threading.Lock()
 
 Role = Literal["peer", "dealer"]
 ROLES: tuple[Role, ...] = ("peer", "dealer")
@@ -94,7 +96,7 @@ def load_or_create(state_dir: str | os.PathLike[str], name: str) -> Identity:
         key = X25519PrivateKey.generate()
         raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                 serialization.NoEncryption())
-        tmp = path.with_name(f".{IDENTITY_FILE}.{os.getpid()}")
+        tmp = path.with_name(f".{IDENTITY_FILE}.{os.getpid()}.{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, raw)
@@ -187,12 +189,14 @@ def trust(state_dir: str | os.PathLike[str], name: str, fp: str,
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     path = Path(state_dir) / TRUST_FILE
-    doc = read_trust_file(path)
-    doc.setdefault(role, {})[name] = _check_fingerprint(fp)
-    tmp = path.with_name(f".{TRUST_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    fp = _check_fingerprint(fp)
+    with _TRUST_LOCK:  # read-modify-write: threads launching workers at once (kb.launch)
+        doc = read_trust_file(path)
+        doc.setdefault(role, {})[name] = fp
+        tmp = path.with_name(f".{TRUST_FILE}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
 
 
 def trust_each_other(members: list[tuple[str, Path, bool]]) -> None:

@@ -190,8 +190,9 @@ class PlanService(Service):
         while True:
             row = self.store.own(session.scientist, msg.get("plan"))
             if row.status == "approved":  # its first run will not wait for a kernel
-                self.plan_kernels.warm(row.document["code"], (row.hash, session.scientist),
-                                  self._columns(row.document))
+                doc = row.document
+                self.plan_kernels.warm(doc["code"], (row.hash, session.scientist),
+                                       self._columns(doc), self._spec(doc))
             if row.status != "pending" or time.monotonic() >= deadline:
                 return {"plan": row.public()}
             await asyncio.sleep(0.1)
@@ -449,6 +450,10 @@ class PlanService(Service):
         cols = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
         return lambda: asset.private()[cols].copy()
 
+    def _spec(self, doc: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+        """The plan's public spec of its asset (made when a plan kernel needs it)."""
+        return lambda: self.public_spec(self._asset(doc["inputs"]["asset"]), doc)
+
     async def close(self) -> None:
         """Stop the plan kernels (the worker calls this when it stops)."""
         await self.plan_kernels.close()
@@ -458,7 +463,7 @@ class PlanService(Service):
         """Run the plan once in its sandboxed kernel; returns the decoded result."""
         doc = plan.document
         return await self.plan_kernels.run(doc["code"], doc["entry"], (plan.hash, scientist),
-                                      self._columns(doc), self.public_spec(asset, doc), args)
+                                           self._columns(doc), self._spec(doc), args)
 
 
 def _check_arg(name: str, v: Any, depth: int = 0) -> None:
