@@ -142,10 +142,32 @@ def encode_table(data: Any, spec: list[dict[str, Any]], features: list[str],
 
     cols = {c["name"]: c for c in spec}
     parts = []
+    run: list[str] = []  # consecutive numeric/bool columns: read and scaled as one block
+
+    def flush() -> None:
+        if not run:
+            return
+        x = np.array(data[run].to_numpy(dtype=np.float64), dtype=np.float64)  # writable
+        lo = np.array([_bound(cols[n], "lower") for n in run])
+        hi = np.array([_bound(cols[n], "upper") for n in run])
+        scaled = ~np.isnan(lo)
+        if scaled.any():
+            x[:, scaled] = np.clip((x[:, scaled] - lo[scaled]) / (hi[scaled] - lo[scaled]),
+                                   0.0, 1.0)
+        parts.append(x.astype(np.float32))
+        run.clear()
+
+    def _bound(col: dict[str, Any], which: str) -> float:
+        # Scaled only with both bounds declared, upper > lower (numbers; not bools).
+        if col["kind"] in ("int", "float") and col.get("lower") is not None \
+                and col.get("upper") is not None and col["upper"] > col["lower"]:
+            return float(col[which])
+        return float("nan")
+
     for name in features:
         col = cols[name]
-        kind = col["kind"]
-        if kind == "category":
+        if col["kind"] == "category":
+            flush()
             values = data[name].astype(str).to_numpy()
             cats = list(col["categories"])
             onehot = np.zeros((len(values), len(cats)), dtype=np.float32)
@@ -153,11 +175,8 @@ def encode_table(data: Any, spec: list[dict[str, Any]], features: list[str],
                 onehot[:, j] = values == cat
             parts.append(onehot)
             continue
-        x = data[name].to_numpy().astype(np.float64)
-        if kind in ("int", "float") and col.get("lower") is not None \
-                and col.get("upper") is not None and col["upper"] > col["lower"]:
-            x = np.clip((x - col["lower"]) / (col["upper"] - col["lower"]), 0.0, 1.0)
-        parts.append(x.astype(np.float32)[:, None])
+        run.append(name)
+    flush()
     X = np.concatenate(parts, axis=1) if parts else np.zeros((len(data), 0), np.float32)
     y = None
     if target is not None:

@@ -216,6 +216,8 @@ class PlanKernels:
         frame = await asyncio.to_thread(data)
         await self._put(k.host, "plan_data", frame)
         await self._put(k.host, "plan_spec", spec())
+        # One consolidated copy now, so that each run's own copy is one block's memcpy.
+        _raise_for(await k.host.execute("plan_data = plan_data.copy()", timeout=timeout))
         _raise_for(await k.host.execute(_CALLER.format(code=code), timeout=timeout))
         k.ready = True
 
