@@ -32,11 +32,13 @@ names both ways, as step 4's refusal shows.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -77,6 +79,22 @@ def prg(seed: bytes, size: int) -> np.ndarray:
 
 def _kdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def key_tag(identity_secret: bytes, context: bytes, sender: tuple[int, str],
+            receiver: tuple[int, str], c: bytes, s: bytes) -> bytes:
+    """The tag one worker puts on its round keys for one receiver.
+
+    HMAC-SHA256 under a key both derive from their long-term identities
+    (X25519 of one's identity key with the other's pinned public key: the SMPC
+    identities of :mod:`kernel_bridge.smpc.keys`), over the round, both indices
+    and names and the two public keys. The scientist relays the keys but holds
+    no identity the owners pinned, so it cannot swap a worker's keys for its
+    own (which would let it open the shares sealed to that worker).
+    """
+    key = _kdf(identity_secret, b"syftlab-secagg-keys|" + context)
+    body = msgpack.packb([context, sender[0], sender[1], receiver[0], receiver[1], c, s])
+    return hmac.new(key, body, hashlib.sha256).digest()
 
 
 def _pub(key: X25519PrivateKey) -> bytes:

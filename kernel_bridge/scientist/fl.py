@@ -382,21 +382,33 @@ class FLJob:
             dict[str, str]]:
         """Steps 1-2 of the protocol; a worker that fails here is left out and it restarts."""
         dropped: dict[str, str] = {}
-        current = list(members)
+        infos, lost, _ = await self._gather(members, [
+            m.core.call(Op.SMPC_INFO) for m in members])  # each worker's pinned identity
+        dropped.update(lost)
+        current = [m for m in members if m.worker.name in infos]
         for attempt in range(len(members)):
             name = f"{self._job_id}|{r + 1}|{attempt}"
+            peers = {str(m.index): {"name": infos[m.worker.name]["smpc"]["name"],
+                                    "ident": bytes(infos[m.worker.name]["smpc"]["public"])}
+                     for m in current}
             got, lost, _ = await self._gather(current, [
-                m.core.call(Op.SECAGG_KEYS, round=name, index=m.index) for m in current])
+                m.core.call(Op.SECAGG_KEYS, round=name, index=m.index, peers=peers)
+                for m in current])
             dropped.update(lost)
-            current = [m for m in current if m.worker.name in got]
+            if lost:  # the others' keys were tagged for a peer list without them: again
+                current = [m for m in current if m.worker.name in got]
+                if len(current) < max(2, self.min_workers):
+                    break
+                continue
             keys = {m.index: {"c": bytes(got[m.worker.name]["c"]),
                               "s": bytes(got[m.worker.name]["s"])} for m in current}
+            tags = {m.index: got[m.worker.name]["tags"] for m in current}
             if len(current) < max(2, self.min_workers):
                 break
             threshold = max(self.min_workers, len(current) // 2 + 1)
-            wire_keys = {str(i): k for i, k in keys.items()}
             shared, lost, _ = await self._gather(current, [
-                m.core.call(Op.SECAGG_SHARE, round=name, keys=wire_keys, threshold=threshold)
+                m.core.call(Op.SECAGG_SHARE, round=name, keys=_keys_for(keys, tags, m.index),
+                            threshold=threshold)
                 for m in current])
             dropped.update(lost)
             if not lost:
@@ -411,6 +423,13 @@ class FLJob:
     async def _mask(self, m: _Member, name: str, run_id: int, shares: dict[str, bytes]) -> Any:
         reply = await m.core.call(Op.SECAGG_MASK, round=name, run=run_id, shares=shares)
         return await m.core.fetch_value(reply)
+
+
+def _keys_for(keys: dict[int, dict[str, bytes]], tags: dict[int, dict[str, Any]], j: int
+              ) -> dict[str, dict[str, bytes]]:
+    """The round's key list as worker ``j`` gets it: each other's keys with the tag for ``j``."""
+    return {str(i): {**k, **({"tag": bytes(tags[i][str(j)])} if i != j else {})}
+            for i, k in keys.items()}
 
 
 def _reason(exc: BaseException) -> str:

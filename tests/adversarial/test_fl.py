@@ -8,14 +8,17 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from torch import nn
 
 import kernel_bridge as kb
 from kernel_bridge import fl
-from kernel_bridge.errors import PermissionDenied, ProtocolError, RoundFailed
+from kernel_bridge.errors import PermissionDenied, ProtocolError, RoundFailed, UntrustedParty
 from kernel_bridge.wire.protocol import Op
 
 from ..fl.conftest import approve_all, start
@@ -158,13 +161,22 @@ def test_too_few_workers_left_stops_the_job_with_a_clear_error(tmp_path: Path) -
             w.close()
 
 
+def _peers(workers: list[kb.Worker]) -> dict[str, dict[str, Any]]:
+    """The ``peers`` of a round over ``workers`` (index i + 1), as the client builds them."""
+    out = {}
+    for i, w in enumerate(workers, start=1):
+        info = w._call(Op.SMPC_INFO)["smpc"]
+        out[str(i)] = {"name": info["name"], "ident": bytes(info["public"])}
+    return out
+
+
 def test_secure_aggregation_ops_refuse_misuse(tmp_path: Path) -> None:
     workers = start(("alice", "bob"), tmp_path)
     try:
         job = fl.FedAvg(digits_model(), workers=workers, data="digits", features=PIXELS,
                         target="label", rounds=2, secure_agg=True, min_workers=2)
         approve_all(job, workers)
-        alice = workers[0]
+        alice, bob = workers
         weights = {k: v for k, v in job.model.state_dict().items()}
         run = job.plans[0].run(weights=weights, round=0)
         assert run.held and run.outputs is None
@@ -172,33 +184,67 @@ def test_secure_aggregation_ops_refuse_misuse(tmp_path: Path) -> None:
         # the scientist does not own or that does not exist.
         with pytest.raises(PermissionDenied, match="no secure-aggregation round"):
             alice._call(Op.SECAGG_MASK, round="nope", run=run.id, shares={})
-        keys = alice._call(Op.SECAGG_KEYS, round="r1", index=1)
+        peers = _peers(workers)
+        keys = alice._call(Op.SECAGG_KEYS, round="r1", index=1, peers=peers)
+        mine = {"c": keys["c"], "s": keys["s"]}
         # A key list of one worker (the scientist alone with alice) is refused: a
         # mask shared with nobody else would unmask at once.
         with pytest.raises(ProtocolError, match="every worker of the round"):
-            alice._call(Op.SECAGG_SHARE, round="r1", keys={"1": keys}, threshold=1)
-        with pytest.raises(PermissionDenied, match="not a valid X25519 key"):  # low order
-            alice._call(Op.SECAGG_SHARE, round="r1", threshold=2,
-                        keys={"1": keys, "2": {"c": bytes(32), "s": bytes(32)}})
-        # Shares never made: mask refuses before releasing anything.
-        fake = {"c": bytes(range(1, 33)), "s": bytes(range(2, 34))}
-        alice._call(Op.SECAGG_SHARE, round="r1", keys={"1": keys, "2": fake}, threshold=2)
-        with pytest.raises(Exception, match="shares|authenticate"):
+            alice._call(Op.SECAGG_SHARE, round="r1", keys={"1": mine}, threshold=1)
+        # Keys the scientist made up for bob carry no tag of bob's pinned identity.
+        fake = {"c": bytes(range(1, 33)), "s": bytes(range(2, 34)), "tag": bytes(32)}
+        with pytest.raises(PermissionDenied, match="tag of its pinned identity"):
+            alice._call(Op.SECAGG_SHARE, round="r1", keys={"1": mine, "2": fake}, threshold=2)
+        # Nothing was shared: mask refuses before releasing anything.
+        with pytest.raises(Exception, match="shares|authenticate|keys"):
             alice._call(Op.SECAGG_MASK, round="r1", run=run.id, shares={})
         other = kb.Owner(alice.process.state)
         token = other.add_token("mallory")
         other.close()
         mallory = kb.connect(alice.process.url, token)
         try:
-            mallory._call(Op.SECAGG_KEYS, round="m", index=1)
-            mallory._call(Op.SECAGG_SHARE, round="m", keys={"1": mallory._call(
-                Op.SECAGG_KEYS, round="m", index=1), "2": fake}, threshold=2)
-            with pytest.raises(PermissionDenied):  # ana's held run is not mallory's
-                mallory._call(Op.SECAGG_MASK, round="m", run=run.id, shares={})
+            with pytest.raises(PermissionDenied):  # ana's round and held run are not mallory's
+                mallory._call(Op.SECAGG_MASK, round="r1", run=run.id, shares={})
         finally:
             mallory.close()
-        with pytest.raises(PermissionDenied, match="fewer than the threshold"):
+        # Unmasking a round whose keys were never shared reveals nothing either.
+        with pytest.raises(PermissionDenied, match="fewer than the threshold|unknown workers"):
             alice._call(Op.SECAGG_UNMASK, round="r1", survivors=[1])
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_the_client_cannot_swap_a_workers_round_keys_for_its_own(tmp_path: Path) -> None:
+    """A scientist relaying the keys puts its own X25519 keys in bob's place (a
+    man in the middle): alice would then seal her Shamir shares to the scientist.
+    She refuses, because bob's real keys carry a tag from bob's pinned identity
+    and the scientist holds no identity alice's owner pinned."""
+    workers = start(("alice", "bob"), tmp_path)
+    try:
+        alice, bob = workers
+        peers = _peers(workers)
+        # Round keys as the protocol makes them, then bob's swapped for the scientist's.
+        a_keys = alice._call(Op.SECAGG_KEYS, round="mitm", index=1, peers=peers)
+        b_keys = bob._call(Op.SECAGG_KEYS, round="mitm", index=2, peers=peers)
+        honest = {"1": {"c": a_keys["c"], "s": a_keys["s"]},
+                  "2": {"c": b_keys["c"], "s": b_keys["s"], "tag": b_keys["tags"]["1"]}}
+        def raw() -> bytes:
+            return X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw,
+                                                                         PublicFormat.Raw)
+
+        for swapped in ({"c": raw(), "s": b_keys["s"]}, {"c": b_keys["c"], "s": raw()},
+                        {"c": raw(), "s": raw()}):
+            forged = {**honest, "2": {**swapped, "tag": b_keys["tags"]["1"]}}  # bob's tag kept
+            with pytest.raises(PermissionDenied, match="tag of its pinned identity"):
+                alice._call(Op.SECAGG_SHARE, round="mitm", keys=forged, threshold=2)
+        # Peers the owner never pinned are refused when the round opens.
+        stranger = {**peers, "2": {"name": "bob", "ident": raw()}}
+        with pytest.raises(UntrustedParty, match="trusts"):
+            alice._call(Op.SECAGG_KEYS, round="mitm2", index=1, peers=stranger)
+        # The honest list goes through: the tags are what made the difference.
+        shares = alice._call(Op.SECAGG_SHARE, round="mitm", keys=honest, threshold=2)
+        assert set(shares["shares"]) == {"2"}
     finally:
         for w in workers:
             w.close()

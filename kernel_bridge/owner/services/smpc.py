@@ -225,9 +225,9 @@ class SMPCService(Service):
 
     # -- ops --------------------------------------------------------------------
     async def op_smpc_info(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
-        """This worker's SMPC port, key fingerprint and role (all public)."""
+        """This worker's SMPC port, identity key and its fingerprint, and role (all public)."""
         port = await self.net.start()
-        return {"smpc": {"name": self.name, "port": port,
+        return {"smpc": {"name": self.name, "port": port, "public": self.identity.public,
                          "fingerprint": self.identity.fingerprint,
                          "role": "dealer" if self.settings.dealer else "party"}}
 
