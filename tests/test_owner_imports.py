@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from kernel_bridge.owner.services import smpc as smpc_service
+from kernel_bridge.owner import smpc_values
 from kernel_bridge.smpc import fixed
 
 
@@ -24,4 +24,4 @@ def test_the_worker_imports_neither_torch_nor_sklearn_at_start() -> None:
 
 
 def test_the_service_range_check_uses_the_protocol_frac_bits() -> None:
-    assert smpc_service.FRAC_BITS == fixed.FRAC_BITS
+    assert smpc_values.FRAC_BITS == fixed.FRAC_BITS

@@ -20,10 +20,7 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from ...errors import (
     ApprovalRequired,
@@ -42,88 +39,32 @@ from ...wire.protocol import Action, Op
 from ..context import WorkerContext
 from ..session import Session
 from ..smpc_net import PeerNet
+from ..smpc_values import (
+    MAX_MAGNITUDE,
+    Group,
+    Shared,
+    as_float_tensor,
+    merge_taint,
+    pack,
+    parse_recipes,
+    recipe_doc,
+    taint_text,
+    unpack,
+)
 from .base import Handler, Service
 from .objects import kernels_of
 
 if TYPE_CHECKING:
     import torch
 
-    from ...smpc.engine import Recipe
-
 # torch and the protocol code (which needs it) are imported by the handlers that use
 # them, on the first SMPC op: torch costs a worker ~1.5 s at start and ~180 MB, which
 # a worker that never computes under SMPC should not pay.
 
 MAX_PARTIES = 8
-#: kernel_bridge.smpc.fixed.FRAC_BITS (checked equal in tests/smpc) without importing torch.
-FRAC_BITS = 16
 #: Programs on at most this many input and output elements run on the event loop (a
 #: step takes well under a millisecond; a thread hop would cost more than the step).
 INLINE_ELEMENTS = 1 << 16
-#: Largest magnitude a shared value may have: fixed point leaves 63 - FRAC_BITS
-#: integer bits; one more is kept free so that a sum of two stays in range.
-MAX_MAGNITUDE = float(2 ** (62 - FRAC_BITS))
-
-
-@dataclass
-class Shared:
-    """One party's share of a shared value, and what is public about it."""
-
-    share: torch.Tensor
-    parties: tuple[str, ...]
-    taint: dict[str, list[str]]
-    history: list[str] = field(default_factory=list)
-
-    @property
-    def shape(self) -> list[int]:
-        return list(self.share.shape)
-
-
-@dataclass
-class Group:
-    """A reveal request as one party knows it."""
-
-    sid: str
-    session: str
-    request: int | None
-    urls: dict[str, str]
-    own_url: str | None = None
-
-
-def _merge_taint(values: list[Shared]) -> dict[str, list[str]]:
-    out: dict[str, set[str]] = {}
-    for v in values:
-        for owner, assets in v.taint.items():
-            out.setdefault(owner, set()).update(assets)
-    return {k: sorted(s) for k, s in sorted(out.items()) if s}
-
-
-def taint_text(taint: Mapping[str, list[str]]) -> str:
-    """``alice:heart, bob:heart`` (or ``clean``)."""
-    return ", ".join(f"{o}:{a}" for o, assets in sorted(taint.items()) for a in assets) or "clean"
-
-
-def _as_float_tensor(value: Any) -> torch.Tensor:
-    """A numeric value read from a kernel as a float64 tensor, or a typed error."""
-    import torch
-
-    try:
-        import pandas as pd
-
-        if isinstance(value, pd.Series | pd.DataFrame):
-            value = value.to_numpy(dtype=np.float64)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, torch.Tensor):
-        if value.is_complex() or value.dtype == torch.bool:
-            raise SMPCError("only real numeric values can be shared")
-        return value.detach().to(torch.float64).cpu()
-    if isinstance(value, bool | int | float | np.integer | np.floating):
-        return torch.tensor(float(value), dtype=torch.float64)
-    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
-        return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
-    raise SMPCError("only numeric values (tensor, ndarray, numeric Series or scalar) can be "
-                    "shared")
 
 
 class SMPCService(Service):
@@ -257,7 +198,7 @@ class SMPCService(Service):
         taint = {self.name: sorted(taint_set)} if taint_set else {}
 
         def split() -> list[torch.Tensor]:
-            x = _as_float_tensor(codec.loads(pieces[0]))
+            x = as_float_tensor(codec.loads(pieces[0]))
             if not bool(torch.isfinite(x).all()) or \
                     (x.numel() and float(x.abs().max()) >= MAX_MAGNITUDE):
                 raise SMPCError("the value is outside the fixed-point range (finite, "
@@ -334,14 +275,14 @@ class SMPCService(Service):
         cid = self._cid(msg)
         for p in parties:
             self._check_peer(p, "peer")
-        recipes = _recipes(msg.get("recipes"))
+        recipes = parse_recipes(msg.get("recipes"))
         t0 = time.perf_counter()
 
         def make() -> list[list[dict[str, torch.Tensor]]]:
             return [core_api.make(r, len(parties)) for r in recipes]
 
         made = await asyncio.to_thread(make)
-        docs = [_recipe_doc(r) for r in recipes]
+        docs = [recipe_doc(r) for r in recipes]
         await asyncio.gather(*(
             self._send_doc(p, urls[p], cid, "material",
                            {"recipes": docs, "material": [m[i] for m in made]})
@@ -392,7 +333,7 @@ class SMPCService(Service):
                 doc = await self._recv_doc(dealer, cid, "material")
                 if "dealer" not in self.net.roles(dealer):
                     raise UntrustedParty(f"{dealer!r} is not a trusted dealer", party=dealer)
-                expect = codec.loads(codec.dumps([_recipe_doc(r) for r in recipes]))
+                expect = codec.loads(codec.dumps([recipe_doc(r) for r in recipes]))
                 if doc.get("recipes") != expect:
                     raise SMPCError("the dealer's material was made for other shapes")
                 material = list(doc["material"])
@@ -415,7 +356,7 @@ class SMPCService(Service):
             result = result[0]
         if not isinstance(result, torch.Tensor):
             raise SMPCError("the protocol returned no share")
-        value = Shared(result, parties, _merge_taint(inputs),
+        value = Shared(result, parties, merge_taint(inputs),
                        [f"{out} = {msg.get('protocol')}({', '.join(map(str, sids))})"])
         self._put(session, out, value)
         return {"shape": value.shape, "taint": value.taint,
@@ -454,7 +395,7 @@ class SMPCService(Service):
             mine = [v.contiguous() for v in step.values]
             kind = f"open:{rnd}"
             rnd += 1
-            data = await off(_pack, mine)
+            data = await off(pack, mine)
             sends = [self.net.send(p, urls[p], cid, kind, data) for p in urls]
             recvs = [self.net.recv(p, cid, kind, self.timeout) for p in urls]
             got = await asyncio.gather(*sends, *recvs)
@@ -464,7 +405,7 @@ class SMPCService(Service):
                         how: str = step.combine) -> tuple[torch.Tensor, ...]:
                 out = list(mine)
                 for payload in theirs:
-                    for i, o in enumerate(_unpack(payload, mine)):
+                    for i, o in enumerate(unpack(payload, mine)):
                         out[i] = out[i] + o if how == "add" else out[i] ^ o
                 return tuple(out)
 
@@ -601,47 +542,3 @@ class SMPCService(Service):
             if isinstance(s, str):
                 self.values.pop((session.id, s), None)
         return {}
-
-
-def _pack(values: list[torch.Tensor]) -> Any:
-    """An Open's contributions as one flat buffer (the receiver knows shapes and dtypes:
-    its own contributions have the same)."""
-    flat = [v.reshape(-1).numpy().view(np.uint8) for v in values]
-    return flat[0] if len(flat) == 1 else np.concatenate(flat)
-
-
-def _unpack(payload: bytearray, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    """A peer's contributions, shaped like ours; a wrong length is a typed error."""
-    import torch
-
-    sizes = [v.numel() * v.element_size() for v in like]
-    if len(payload) != sum(sizes):
-        raise SMPCError("a party opened values of other shapes")
-    out, offset = [], 0
-    for v, size in zip(like, sizes, strict=True):
-        t = torch.frombuffer(payload, dtype=v.dtype, count=v.numel(), offset=offset) \
-            if size else torch.empty(0, dtype=v.dtype)
-        out.append(t.reshape(v.shape))
-        offset += size
-    return out
-
-
-def _recipe_doc(r: Recipe) -> dict[str, Any]:
-    return {"kind": r.kind, "shapes": [list(s) for s in r.shapes], "params": dict(r.params)}
-
-
-def _recipes(raw: Any) -> list[Recipe]:
-    from ...smpc.engine import Recipe
-
-    if not isinstance(raw, list) or len(raw) > 64:
-        raise ProtocolError("'recipes' is a list of at most 64")
-    out = []
-    for r in raw:
-        try:
-            shapes = tuple(tuple(int(d) for d in s) for s in r["shapes"])
-            if any(d < 0 or d > 1 << 31 for s in shapes for d in s):
-                raise ValueError
-            out.append(Recipe(str(r["kind"]), shapes, dict(r.get("params") or {})))
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError("a recipe is {kind, shapes, params}") from None
-    return out
