@@ -93,11 +93,11 @@ class WorkerContext:
             size = int(reply["arena"])
             view = host.arena.view(size)
             data: Any = bytes(view) if copy else view
-            codec.loads(data, limit=None)  # validate: a kernel is not trusted
+            codec.loads(data, limit=None, tensors="wire")  # validate: a kernel is not trusted
             return [data], size
         if not bufs:
             raise ProtocolError("the kernel sent no value")
-        codec.decode(bufs[0], bufs[1:])
+        codec.decode(bufs[0], bufs[1:], tensors="wire")
         pieces = frames.pack(bytes(bufs[0]), bufs[1:])
         if copy:
             pieces = [b"".join(bytes(p) for p in pieces)]

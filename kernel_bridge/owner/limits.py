@@ -166,7 +166,7 @@ def validate_upload(data: bytearray) -> tuple[bytes, list[memoryview]]:
     """Split and check an uploaded frame (blocking); returns its header and buffers."""
     header, buffers = frames.unpack(memoryview(data), limit=None)
     codec.check_cost(header)
-    codec.decode(header, buffers)
+    codec.decode(header, buffers, tensors="wire")  # checked, not used: no torch needed
     return bytes(header), list(buffers)
 
 
@@ -177,7 +177,9 @@ def decode_message(raw: bytes | bytearray | memoryview, limit: int | None,
     header, buffers = frames.unpack(raw, limit=limit)
     if check:
         codec.check_cost(header, max_containers)
-    msg = codec.decode(header, buffers)
+    # Tensors stay numpy (WireTensor): the worker checks and forwards them, and so
+    # never imports torch (~180 MB) for a message.
+    msg = codec.decode(header, buffers, tensors="wire")
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
         raise MalformedFrame("a message is a map with an 'op' string")
     return msg

@@ -235,10 +235,10 @@ class PlanKernels:
         if "arena" in reply:
             assert k.host.arena is not None
             data = bytes(k.host.arena.view(int(reply["arena"])))
-            return await asyncio.to_thread(codec.loads, data, None)
+            return await asyncio.to_thread(codec.loads, data, None, "wire")
         if not bufs:
             raise ProtocolError("the plan kernel sent no value")
-        return codec.decode(bytes(bufs[0]), [bytes(b) for b in bufs[1:]])
+        return codec.decode(bytes(bufs[0]), [bytes(b) for b in bufs[1:]], tensors="wire")
 
     async def _put(self, host: KernelHost, name: str, value: Any) -> None:
         header, buffers = await asyncio.to_thread(codec.encode, value)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PlanOutputRejected
+from ..wire.codec import WireTensor
 
 
 def _reject(output: str, problem: str) -> PlanOutputRejected:
@@ -25,18 +26,20 @@ def _reject(output: str, problem: str) -> PlanOutputRejected:
 
 
 def _array(value: Any) -> np.ndarray | None:
-    """A numpy view of an ndarray or a CPU tensor (None for anything else)."""
+    """A numpy view of an ndarray or a tensor (None for anything else)."""
     if isinstance(value, np.ndarray):
         return value
+    if isinstance(value, WireTensor):
+        # bfloat16 travels as its int16 bits: not float32, so refused like any other dtype.
+        return value.array if value.dtype != "bfloat16" else value.array.view(np.uint16)
     if type(value).__module__.startswith("torch") and type(value).__name__ == "Tensor":
         return value.detach().cpu().numpy()  # type: ignore[no-any-return]
     return None
 
 
-def _tensor(arr: np.ndarray) -> Any:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).copy())
+def _tensor(arr: np.ndarray) -> WireTensor:
+    """A fresh float32 tensor (as it will travel: the worker does not import torch)."""
+    return WireTensor("float32", np.array(arr, dtype=np.float32, order="C", copy=True))
 
 
 def check_outputs(value: Any, forms: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def check_outputs(value: Any, forms: dict[str, dict[str, Any]]) -> dict[str, Any
     Returns
     -------
     dict
-        ``{name: {param: torch.Tensor float32}}`` for tensors outputs, ``float``
+        ``{name: {param: WireTensor float32}}`` for tensors outputs, ``float``
         for scalars, ``int`` for counts: fresh objects, not views of the frame.
     """
     if not isinstance(value, dict):

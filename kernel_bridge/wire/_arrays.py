@@ -8,6 +8,7 @@ decoded.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -197,10 +198,54 @@ def check_tensor_fields(name: Any, requires_grad: Any) -> str:
     return np_dtype
 
 
+@dataclass(frozen=True, eq=False)
+class WireTensor:
+    """A torch tensor as it travels, held in numpy: what trusted code that only checks
+    and forwards tensors decodes them to (``codec.decode(..., tensors="wire")``), so a
+    worker need not import torch. It encodes back as the same tensor.
+
+    Attributes
+    ----------
+    dtype : str
+        The torch dtype's name (``"float32"``).
+    array : numpy.ndarray
+        Its values (for ``bfloat16`` the raw bits, as int16).
+    requires_grad : bool
+    """
+
+    dtype: str
+    array: np.ndarray
+    requires_grad: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def numpy(self) -> np.ndarray:
+        """The values as numpy (as ``Tensor.numpy()``)."""
+        return self.array
+
+
+def wire_tensor_buffer(v: WireTensor) -> tuple[str, list[int], memoryview]:
+    """Dtype name, shape and flat byte view of a :class:`WireTensor` (checked)."""
+    np_dtype = TORCH_DTYPES.get(v.dtype)
+    if np_dtype is None or v.array.dtype != NP_DTYPES[np_dtype]:
+        raise UnsupportedType(f"a WireTensor of dtype {v.dtype!r} must hold {np_dtype} values",
+                              type="WireTensor")
+    arr = v.array if v.array.flags.c_contiguous else v.array.copy(order="C")  # keeps 0-d
+    _, shape, view = array_buffer(arr)
+    return v.dtype, shape, view
+
+
 def tensor_from(name: str, np_dtype: str, shape: Any, buf: memoryview,
-                requires_grad: bool) -> Any:
-    """A writable CPU tensor from checked fields and its buffer."""
+                requires_grad: bool, as_torch: bool = True) -> Any:
+    """A writable CPU tensor from checked fields and its buffer (a :class:`WireTensor`
+    with ``as_torch=False``)."""
     arr = array_from(buf, NP_DTYPES[np_dtype], shape_of(shape))
+    if not as_torch:
+        if requires_grad and not (arr.dtype.kind in "fc" or name == "bfloat16"):
+            raise bad("only float and complex tensors can require grad")
+        return WireTensor(name, arr, requires_grad)
     if not arr.flags.writeable:
         arr = arr.copy()  # torch has no read-only tensors
     import torch

@@ -95,7 +95,9 @@ class Decoder:
         Most nested containers, and most container items in all, accepted.
     """
 
-    def __init__(self, buffers: Sequence[Any], max_depth: int, max_items: int) -> None:
+    def __init__(self, buffers: Sequence[Any], max_depth: int, max_items: int,
+                 torch_tensors: bool = True) -> None:
+        self.torch_tensors = torch_tensors
         if len(buffers) > frames.MAX_BUFFERS:
             raise bad(f"more than {frames.MAX_BUFFERS} buffers")
         self.max_depth = max_depth
@@ -222,7 +224,8 @@ class Decoder:
     def ext_tensor(self, data: bytes, depth: int) -> Any:
         name, shape, index, requires_grad = self.fields(data, 4, "tensor")
         np_dtype = _arrays.check_tensor_fields(name, requires_grad)
-        return _arrays.tensor_from(name, np_dtype, shape, self.take(index), requires_grad)
+        return _arrays.tensor_from(name, np_dtype, shape, self.take(index), requires_grad,
+                                   as_torch=self.torch_tensors)
 
     def ext_datetime(self, data: bytes, depth: int) -> Any:
         fields = self.fields(data, 9, "datetime")

@@ -256,6 +256,12 @@ class Encoder:
             fields = [name, shape, index, bool(v.requires_grad)]
             p.pack_ext_type(EXT_TENSOR, self.payload(fields, depth))
             return
+        if isinstance(v, _arrays.WireTensor):  # a tensor a worker forwards, as it came
+            name, shape, view = _arrays.wire_tensor_buffer(v)
+            index = self.add_buffer(view)
+            fields = [name, shape, index, bool(v.requires_grad)]
+            p.pack_ext_type(EXT_TENSOR, self.payload(fields, depth))
+            return
         pd = sys.modules.get("pandas")
         if pd is not None:
             if type(v) is pd.DataFrame:

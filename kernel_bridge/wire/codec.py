@@ -90,10 +90,11 @@ header costs to decode; :mod:`._codes` holds the type codes and limits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from kernel_bridge.errors import CodecError, SyftError
 from kernel_bridge.wire import frames
+from kernel_bridge.wire._arrays import WireTensor
 from kernel_bridge.wire._codes import (
     EXT_BIGINT,
     EXT_BYTES,
@@ -134,6 +135,7 @@ from kernel_bridge.wire._decoder import Decoder
 from kernel_bridge.wire._encoder import Encoder
 
 __all__ = [
+    "WireTensor",
     "EXT_BIGINT",
     "EXT_BYTES",
     "EXT_COMPLEX",
@@ -206,7 +208,8 @@ def encode(value: Any) -> tuple[bytes, list[memoryview]]:
     return header, enc.buffers
 
 
-def decode(header: bytes | memoryview, buffers: Sequence[bytes | bytearray | memoryview]) -> Any:
+def decode(header: bytes | memoryview, buffers: Sequence[bytes | bytearray | memoryview],
+           tensors: Literal["torch", "wire"] = "torch") -> Any:
     """Rebuild a value from its header and buffers; the input is treated as hostile.
 
     Parameters
@@ -217,6 +220,10 @@ def decode(header: bytes | memoryview, buffers: Sequence[bytes | bytearray | mem
         The buffers, in index order. Each must be referenced exactly once.
         Decoded numpy arrays view these buffers when aligned, and are writable
         only when the buffer is (see the module docstring).
+    tensors : {"torch", "wire"}
+        Tensors as ``torch.Tensor``, or as :class:`~._arrays.WireTensor` (numpy,
+        re-encoded as the same tensor): for trusted code that checks and forwards
+        values without importing torch, such as a worker.
 
     Returns
     -------
@@ -230,7 +237,7 @@ def decode(header: bytes | memoryview, buffers: Sequence[bytes | bytearray | mem
         exception type escapes.
     """
     try:
-        dec = Decoder(buffers, MAX_DEPTH, MAX_ITEMS)
+        dec = Decoder(buffers, MAX_DEPTH, MAX_ITEMS, torch_tensors=tensors == "torch")
         value = dec.value(dec.unpack(header), 1)
         if not all(dec.used):
             raise bad(f"{dec.used.count(False)} buffer(s) are not referenced by the header")
@@ -309,7 +316,8 @@ def check_cost(header: bytes | bytearray | memoryview, max_containers: int = MAX
         raise bad(f"header cannot be walked ({type(exc).__name__})") from exc
 
 
-def loads(data: bytes | bytearray | memoryview, limit: int | None = None) -> Any:
+def loads(data: bytes | bytearray | memoryview, limit: int | None = None,
+          tensors: Literal["torch", "wire"] = "torch") -> Any:
     """Decode one frame made by :func:`dumps`.
 
     Parameters
@@ -318,6 +326,8 @@ def loads(data: bytes | bytearray | memoryview, limit: int | None = None) -> Any
         Exactly one frame. Pass a ``bytearray`` to get writable arrays without a copy.
     limit : int or None, optional
         Largest frame accepted, in bytes; ``None`` (the default) accepts any size.
+    tensors : {"torch", "wire"}
+        As for :func:`decode`.
 
     Returns
     -------
@@ -336,4 +346,4 @@ def loads(data: bytes | bytearray | memoryview, limit: int | None = None) -> Any
         The frame's header or buffers do not decode to a valid value.
     """
     header, buffers = frames.unpack(data, limit=limit)
-    return decode(header, buffers)
+    return decode(header, buffers, tensors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...wire.codec import WireTensor
 from ...wire.refs import PointerRef
 
 
@@ -17,7 +18,8 @@ def _short(v: Any) -> str:
         return "{" + ", ".join(f"{k!r}: {_short(x)}" for k, x in list(v.items())[:8]) + "}"
     shape = getattr(v, "shape", None)
     if shape is not None:
-        return f"<{type(v).__name__} shape={tuple(shape)}>"
+        kind = "Tensor" if isinstance(v, WireTensor) else type(v).__name__
+        return f"<{kind} shape={tuple(shape)}>"
     r = repr(v)
     return r if len(r) <= 60 else r[:57] + "..."
 

@@ -418,7 +418,7 @@ class PlanService(Service):
             assert self.ctx.bulk is not None
             data = await self.ctx.bulk.take(msg["upload"], owner=session.id)
             header, buffers = await self.ctx.decoder.run(limits.validate_upload, data)
-            args = codec.decode(header, buffers)
+            args = codec.decode(header, buffers, tensors="wire")
         else:
             args = msg.get("value", {})
         if args is None:
@@ -472,7 +472,7 @@ def _check_arg(name: str, v: Any, depth: int = 0) -> None:
         raise ProtocolError(f"arg {name!r} is nested too deeply")
     if v is None or isinstance(v, bool | int | float | str | np.ndarray | np.generic):
         return
-    if type(v).__module__.startswith("torch") and type(v).__name__ == "Tensor":
+    if isinstance(v, codec.WireTensor):
         return
     if isinstance(v, list | tuple):
         for x in v:

@@ -254,10 +254,11 @@ class SMPCService(Service):
 
         parties, _ = self._parties(msg)
         sid = self._cid(msg, "sid")
-        share = msg.get("share")
-        if not isinstance(share, torch.Tensor) or share.dtype != torch.int64:
+        share = msg.get("share")  # messages decode tensors as WireTensor (numpy)
+        if not isinstance(share, codec.WireTensor) or share.dtype != "int64":
             raise ProtocolError("a share is an int64 tensor")
-        value = Shared(share.clone(), parties, {}, [f"{sid} = input from the scientist"])
+        value = Shared(torch.from_numpy(share.array.copy()), parties, {},
+                       [f"{sid} = input from the scientist"])
         self._put(session, sid, value)
         return {"shape": value.shape, "taint": {}}
 
