@@ -389,7 +389,7 @@ class FLJob:
         for attempt in range(len(members)):
             name = f"{self._job_id}|{r + 1}|{attempt}"
             peers = {str(m.index): {"name": infos[m.worker.name]["smpc"]["name"],
-                                    "ident": bytes(infos[m.worker.name]["smpc"]["public"])}
+                                    "ident": infos[m.worker.name]["smpc"]["public"]}
                      for m in current}
             got, lost, _ = await self._gather(current, [
                 m.core.call(Op.SECAGG_KEYS, round=name, index=m.index, peers=peers)

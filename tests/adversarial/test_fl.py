@@ -166,7 +166,7 @@ def _peers(workers: list[kb.Worker]) -> dict[str, dict[str, Any]]:
     out = {}
     for i, w in enumerate(workers, start=1):
         info = w._call(Op.SMPC_INFO)["smpc"]
-        out[str(i)] = {"name": info["name"], "ident": bytes(info["public"])}
+        out[str(i)] = {"name": info["name"], "ident": info["public"]}
     return out
 
 
@@ -239,7 +239,7 @@ def test_the_client_cannot_swap_a_workers_round_keys_for_its_own(tmp_path: Path)
             with pytest.raises(PermissionDenied, match="tag of its pinned identity"):
                 alice._call(Op.SECAGG_SHARE, round="mitm", keys=forged, threshold=2)
         # Peers the owner never pinned are refused when the round opens.
-        stranger = {**peers, "2": {"name": "bob", "ident": raw()}}
+        stranger = {**peers, "2": {"name": "bob", "ident": raw().hex()}}
         with pytest.raises(UntrustedParty, match="trusts"):
             alice._call(Op.SECAGG_KEYS, round="mitm2", index=1, peers=stranger)
         # The honest list goes through: the tags are what made the difference.

@@ -87,7 +87,7 @@ class SecAggService(Service):
     # -- ops ---------------------------------------------------------------------------
     async def op_keys(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """Open a round: takes ``round``, ``index`` (1..n) and ``peers`` (``{index:
-        {"name", "ident"}}`` of every worker in the round: names and SMPC identity
+        {"name", "ident"}}`` of every worker in the round: names and hex SMPC identity
         public keys, this one's included, each checked against this owner's pins);
         returns ``c`` and ``s``, two fresh X25519 public keys, and ``tags`` (one per
         peer, see :func:`~kernel_bridge.fl.secagg.key_tag`). Releases nothing private.
@@ -218,9 +218,9 @@ def _peers(raw: Any) -> dict[int, tuple[str, bytes]]:
     out = {}
     for j, v in raw.items():
         try:
-            name, ident = v["name"], bytes(v["ident"])
+            name, ident = v["name"], bytes.fromhex(v["ident"])
             out[int(j)] = (name, ident)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise ProtocolError("malformed peers") from None
         if not isinstance(name, str) or not 0 < len(name) <= 200 or len(ident) != 32:
             raise ProtocolError("a peer is a worker name and a 32-byte X25519 key")

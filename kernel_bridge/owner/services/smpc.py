@@ -168,7 +168,7 @@ class SMPCService(Service):
     async def op_smpc_info(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """This worker's SMPC port, identity key and its fingerprint, and role (all public)."""
         port = await self.net.start()
-        return {"smpc": {"name": self.name, "port": port, "public": self.identity.public,
+        return {"smpc": {"name": self.name, "port": port, "public": self.identity.public.hex(),
                          "fingerprint": self.identity.fingerprint,
                          "role": "dealer" if self.settings.dealer else "party"}}
 
