@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import forkserver
 from .errors import ConfigError
 from .owner.owner_api import Owner
 from .owner.tls import fingerprint_of_file, generated_paths
@@ -35,15 +36,18 @@ class WorkerProcess:
         self.argv, self.state, self.log_path = argv, state, log
         self.env = env if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.url = ""
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | forkserver.ForkedProcess | None = None
 
     def start(self, timeout: float = 60.0) -> str:
         ready = self.state / ".ready"
         ready.unlink(missing_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv + ["--ready-file", str(ready)], stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env,
-                                         start_new_session=True)
+        argv = self.argv + ["--ready-file", str(ready)]
+        if forkserver.enabled() and argv[:3] == [sys.executable, "-m", "kernel_bridge.cli"]:
+            self.proc = forkserver.fork_worker(argv[3:], self.env, str(self.log_path))
+        else:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                             env=self.env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not ready.exists() or not ready.read_text():
             if self.proc.poll() is not None:
@@ -80,6 +84,7 @@ class WorkerProcess:
 def _cleanup() -> None:
     for p in _children:
         p.stop(timeout=3)
+    forkserver.shutdown()
 
 
 atexit.register(_cleanup)

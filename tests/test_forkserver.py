@@ -1,0 +1,109 @@
+"""kb.launch forks workers from a pre-imported fork server: each is still a worker of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import kernel_bridge as kb
+from kernel_bridge import forkserver
+from kernel_bridge.errors import ConfigError
+from kernel_bridge.launch import relaunch
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+
+
+def test_a_launched_worker_is_forked_and_behaves_as_its_own_process(
+        fresh_worker: Callable[..., kb.Worker], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYFTLAB_TEST_MARK", "carol-env")
+    w = fresh_worker("carol")
+    proc = w.process.proc
+    assert isinstance(proc, forkserver.ForkedProcess)
+    assert proc.poll() is None
+    # It serves: a cell runs in its sandboxed kernel and its asset is there.
+    assert w.send(41).get() == 41
+    w.asset("secret")  # raises if the asset is not there
+    # The launch's environment, a session of its own (killpg reaches its kernels), a log.
+    assert _environ(proc.pid)["SYFTLAB_TEST_MARK"] == "carol-env"
+    assert os.getsid(proc.pid) == proc.pid
+    assert "ready at ws://127.0.0.1" in w.process.log_path.read_text()
+    # Two launches are two processes with their own state, not one shared.
+    other = fresh_worker("dave")
+    assert other.process.proc.pid != proc.pid
+    assert other.send(7).get() == 7
+    # Stopping reports its exit status; a kill reports the signal.
+    w.close()
+    w.process.stop()
+    assert proc.returncode == 0
+    kids = other.process.proc
+    other.process.kill()
+    assert kids.poll() == -signal.SIGKILL
+
+
+def test_a_killed_worker_relaunches_through_the_fork_server(
+        fresh_worker: Callable[..., kb.Worker]) -> None:
+    w = fresh_worker("carol")
+    ptr = w.send(5)
+    old = w.process.proc.pid
+    w.process.kill()
+    relaunch(w)
+    assert w.process.proc.pid != old
+    w.reconnect()
+    assert w.send(6).get() == 6
+    with pytest.raises(kb.SyftError):
+        ptr.get()  # objects lived in the killed kernel; a restart forgets them
+
+
+def test_a_worker_that_fails_to_start_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="worker exited with 2(.|\n)*no-such-flag"):
+        kb.launch("carol", state=tmp_path / "s", extra_args=["--no-such-flag"])
+
+
+def test_a_dead_fork_server_blocks_no_one(fresh_worker: Callable[..., kb.Worker]) -> None:
+    w = fresh_worker("carol")
+    server = forkserver._server
+    assert server is not None
+    server._proc.kill()
+    server._proc.wait()
+    deadline = time.monotonic() + 10
+    while server.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Its worker lives on and is still known to be alive; a stop does not hang.
+    assert w.process.proc.poll() is None
+    assert w.send(3).get() == 3
+    w.close()
+    w.process.stop(timeout=10)
+    assert w.process.proc.poll() is not None
+    # The next launch starts a new fork server.
+    again = fresh_worker("dave")
+    assert again.send(4).get() == 4
+    assert forkserver._server is not server
+
+
+def test_without_the_fork_server_workers_are_plain_processes(
+        fresh_worker: Callable[..., kb.Worker], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYFTLAB_LAUNCH_FORK", "0")
+    w = fresh_worker("carol")
+    assert isinstance(w.process.proc, subprocess.Popen)
+    assert w.send(2).get() == 2
+
+
+def test_the_fork_server_imports_no_torch() -> None:
+    """What it preloads every worker inherits: the worker's modules, nothing heavier."""
+    code = ("import sys; from kernel_bridge import forkserver as f; import importlib\n"
+            "[importlib.import_module(m) for m in f.PRELOAD]\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'tenseal', 'ipykernel') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
