@@ -13,6 +13,8 @@ and working directory. Two differences, both on purpose: modules were imported
 under the fork server's environment (it is restarted when a variable read at
 import time changes, see :data:`IMPORT_ENV`), and the parent of the worker is
 the fork server, which reports its exit status back (:class:`ForkedProcess`).
+(``/proc/PID/environ`` shows the fork server's environment: the launch's is
+applied to ``os.environ`` after the fork, without an ``exec``.)
 
 Nothing another party sent goes through here: requests come from the launching
 process over the fork server's stdin, as JSON lines.

@@ -18,14 +18,10 @@ from kernel_bridge.errors import ConfigError
 from kernel_bridge.launch import relaunch
 
 
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
-
-
 def test_a_launched_worker_is_forked_and_behaves_as_its_own_process(
-        fresh_worker: Callable[..., kb.Worker], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SYFTLAB_TEST_MARK", "carol-env")
+        fresh_worker: Callable[..., kb.Worker], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     w = fresh_worker("carol")
     proc = w.process.proc
     assert isinstance(proc, forkserver.ForkedProcess)
@@ -33,8 +29,8 @@ def test_a_launched_worker_is_forked_and_behaves_as_its_own_process(
     # It serves: a cell runs in its sandboxed kernel and its asset is there.
     assert w.send(41).get() == 41
     w.asset("secret")  # raises if the asset is not there
-    # The launch's environment, a session of its own (killpg reaches its kernels), a log.
-    assert _environ(proc.pid)["SYFTLAB_TEST_MARK"] == "carol-env"
+    # The launch's working directory, a session of its own (killpg reaches its kernels), a log.
+    assert Path(f"/proc/{proc.pid}/cwd").resolve() == tmp_path.resolve()
     assert os.getsid(proc.pid) == proc.pid
     assert "ready at ws://127.0.0.1" in w.process.log_path.read_text()
     # Two launches are two processes with their own state, not one shared.
