@@ -205,6 +205,21 @@ def make_model():
 
 {encode}
 
+def _global_model(weights):
+    # Built without initialising its weights (on the meta device), then given this
+    # round's: the random init would be overwritten anyway.
+    with torch.device("meta"):
+        model = make_model()
+    dtypes = {{k: t.dtype for k, t in model.state_dict().items()}}
+    state = {{k: torch.tensor(np.asarray(v), dtype=dtypes.get(k, torch.float32))
+             for k, v in weights.items()}}
+    model.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = make_model()  # a buffer the state does not hold: built the plain way
+        model.load_state_dict(state)
+    return model
+
+
 def _evaluate(model, X, y):
     with torch.no_grad():
         logits = model(X)
@@ -218,13 +233,12 @@ def run(data, weights, round=0, **args):
     X, y = encode_table(data, SPEC, FEATURES, TARGET)
     X, y = torch.from_numpy(X), torch.from_numpy(y)
     n = int(len(y))
-    model = make_model()
-    model.load_state_dict({{k: torch.as_tensor(np.asarray(v), dtype=torch.float32)
-                           for k, v in weights.items()}})
+    model = _global_model(weights)
     out = {{}}
     if SETTINGS["dp"] is None:
         out["loss"], out["correct"] = _evaluate(model, X, y)
-    global_params = [p.detach().clone() for p in model.parameters()]
+    mu = float(SETTINGS["prox_mu"])
+    global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y),
                                          batch_size=int(SETTINGS["batch_size"]), shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=float(SETTINGS["lr"]))
@@ -237,7 +251,6 @@ def run(data, weights, round=0, **args):
             module=model, optimizer=optimizer, data_loader=loader,
             noise_multiplier=float(SETTINGS["dp"]["noise_multiplier"]),
             max_grad_norm=float(SETTINGS["dp"]["max_grad_norm"]), poisson_sampling=True)
-    mu = float(SETTINGS["prox_mu"])
     trained.train()
     for _ in range(int(SETTINGS["local_epochs"])):
         for xb, yb in loader:

@@ -220,6 +220,15 @@ def handle(content: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any],
         return {"meta": meta_of(ns[name])}, []
     if action == Action.NAMES:
         return {"names": names(list(content["names"]))}, []
+    if action == Action.CALL:
+        # A function the worker's own trusted code defined in this kernel (``_syft_`` names
+        # only: plan kernels' runner), called with the value sent; the result is replied
+        # at once and kept nowhere. One request instead of put, execute, bind, get, delete.
+        name = str(content["function"])
+        fn = _state["shell"].user_ns.get(name) if name.startswith("_syft_") else None
+        if not callable(fn):
+            raise NameError(name)
+        return _value_reply(fn(_incoming_value(content, buffers)))
     if action == Action.DELETE:
         for i in content["ids"]:
             STORE.pop(i, None)

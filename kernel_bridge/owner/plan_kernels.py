@@ -67,6 +67,9 @@ def _syft_plan_call(entry, data, spec, args):
     finally:
         for name in set(vars(_syft_b)) - _syft_builtins:
             delattr(_syft_b, name)
+
+def _syft_plan_run(request):
+    return _syft_plan_call(request["entry"], plan_data, plan_spec, request["args"])
 """
 
 
@@ -222,34 +225,39 @@ class PlanKernels:
         k.ready = True
 
     async def _call(self, k: _Kernel, entry: str, args: dict[str, Any]) -> Any:
-        timeout = self.config.exec_timeout
-        await self._put(k.host, "plan_args", args)
-        _raise_for(await k.host.execute(
-            f"syft_plan_result = _syft_plan_call({entry!r}, plan_data, plan_spec, plan_args)",
-            timeout=timeout))
-        await _agent(k.host, {"action": Action.BIND_VAR, "name": "syft_plan_result",
-                              "id": "result"}, timeout)
-        reply, bufs = await _agent(k.host, {"action": Action.GET, "id": "result"}, timeout)
-        # Nothing of the run stays bound in the kernel's namespace for the next one.
-        _raise_for(await k.host.execute("del syft_plan_result, plan_args", timeout=timeout))
+        """One run: a single agent request that calls the runner with the args and
+        replies the result (nothing of the run stays bound in the kernel)."""
+        content: dict[str, Any] = {"action": Action.CALL, "function": "_syft_plan_run"}
+        bufs = await self._payload(k.host, content, {"entry": entry, "args": args})
+        reply, out = await k.host.request(content, bufs, timeout=self.config.exec_timeout)
+        if reply.get("status") != "ok":
+            name = gate.safe_error_name(reply.get("ename"))
+            raise RemoteError(f"the plan's code ended with {name} (only the type is "
+                              "reported)", error_type=name)
         if "arena" in reply:
             assert k.host.arena is not None
             data = bytes(k.host.arena.view(int(reply["arena"])))
             return await asyncio.to_thread(codec.loads, data, None, "wire")
-        if not bufs:
+        if not out:
             raise ProtocolError("the plan kernel sent no value")
-        return codec.decode(bytes(bufs[0]), [bytes(b) for b in bufs[1:]], tensors="wire")
+        return codec.decode(bytes(out[0]), [bytes(b) for b in out[1:]], tensors="wire")
 
     async def _put(self, host: KernelHost, name: str, value: Any) -> None:
+        content: dict[str, Any] = {"action": Action.PUT, "id": f"in_{name}", "bind": name}
+        bufs = await self._payload(host, content, value)
+        await _agent(host, content, self.config.exec_timeout, bufs)
+
+    async def _payload(self, host: KernelHost, content: dict[str, Any], value: Any
+                       ) -> list[Any]:
+        """Encode ``value`` for an agent request: into the arena when large (noted in
+        ``content``), else as the message's buffers."""
         header, buffers = await asyncio.to_thread(codec.encode, value)
         size = frames.frame_size(header, buffers)
-        content: dict[str, Any] = {"action": Action.PUT, "id": f"in_{name}", "bind": name}
-        bufs: list[Any] = [header, *buffers]
         if size >= self.config.bulk_threshold and host.arena is not None:
             host.arena.write(frames.pack(header, buffers))
             content["arena"] = size
-            bufs = []
-        await _agent(host, content, self.config.exec_timeout, bufs)
+            return []
+        return [header, *buffers]
 
     async def _drop(self, k: _Kernel) -> None:
         if self._kernels.get(k.key) is k:

@@ -445,11 +445,14 @@ def _sum_clear(outputs: list[dict[str, Any]]) -> dict[str, Any]:
             if isinstance(v, dict):
                 acc = out.setdefault(name, {})
                 for k, t in v.items():
-                    t64 = torch.as_tensor(np.asarray(t), dtype=torch.float64)
-                    acc[k] = acc[k] + t64 if k in acc else t64
+                    if k in acc:  # in place, in numpy (twice torch's speed on mixed dtypes)
+                        np.add(acc[k], np.asarray(t), out=acc[k])
+                    else:
+                        acc[k] = np.array(t, dtype=np.float64)
             else:
                 out[name] = out.get(name, 0.0) + float(v)
-    return out
+    return {name: {k: torch.from_numpy(t) for k, t in v.items()} if isinstance(v, dict) else v
+            for name, v in out.items()}
 
 
 def _progress(job: FLJob, rounds: int | None, show: bool) -> Any:

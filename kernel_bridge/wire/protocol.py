@@ -84,6 +84,7 @@ class Action(StrEnum):
     BIND_VAR = "bind_var"
     NAMES = "names"
     DELETE = "delete"
+    CALL = "call"
 
 
 class OpKind(StrEnum):

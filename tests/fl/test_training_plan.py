@@ -72,6 +72,28 @@ def test_local_training_returns_weighted_weights_and_metrics() -> None:
     assert 0 <= out["correct"] <= 100 and out["loss"] > 0
 
 
+def test_one_local_step_equals_plain_torch_and_leaves_the_sent_weights_alone() -> None:
+    """The plan builds its model without init and takes this round's weights as its own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    sent = {k: v.clone().numpy() for k, v in model.state_dict().items()}
+    before = {k: v.copy() for k, v in sent.items()}
+    frame = _frame(50)
+    doc = training_plan(model, name="t", asset="d", spec=SPEC, features=FEATURES,
+                        target="label", rounds=1,
+                        config=TrainingConfig(lr=0.3, batch_size=50))  # one full batch
+    out = load(doc)(frame, weights=sent, round=0, spec={})
+    x = torch.tensor(frame[FEATURES].to_numpy() / 16.0, dtype=torch.float32)
+    y = torch.tensor(frame["label"].to_numpy())
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    for k, v in model.state_dict().items():
+        assert torch.allclose(out["update"][k] / 50, v, atol=1e-6), k
+        assert np.array_equal(sent[k], before[k])  # the run trained its own copy
+
+
 def test_dp_noise_scale_matches_opacus_claim() -> None:
     """Zero inputs and no bias: every per-sample gradient is 0, so the weights move only by
     Opacus's noise, N(0, (noise_multiplier * max_grad_norm)^2) per step, divided by the
