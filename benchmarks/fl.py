@@ -301,11 +301,12 @@ def session(cfg: Config) -> dict[str, Any]:
     out["strategies"] = strategy_differences(work)
     workers, out["startup"] = start_workers(write_workers(work), work / "state")
     try:
-        out["plain"], _ = timed_job(workers, rounds)
-        # Memory in rounds of their own: sampling every tree's smaps would slow the timed ones.
+        # Memory first (each worker with the one plan kernel of this job), in rounds of
+        # their own: sampling every tree's smaps would slow the timed ones.
         with peak_memory([w.process.proc.pid for w in workers]) as peaks:
             timed_job(workers, 2)
         out["peak_mb"] = dict(peaks)
+        out["plain"], _ = timed_job(workers, rounds)
         out["secure"], _ = timed_job(workers, rounds, secure_agg=True)
         from kernel_bridge import fl
 
