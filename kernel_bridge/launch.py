@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from . import forkserver
@@ -42,9 +43,14 @@ class WorkerProcess:
         ready = self.state / ".ready"
         ready.unlink(missing_ok=True)
         argv = self.argv + ["--ready-file", str(ready)]
+        self.proc = None
         if forkserver.enabled() and argv[:3] == [sys.executable, "-m", "kernel_bridge.cli"]:
-            self.proc = forkserver.fork_worker(argv[3:], self.env, str(self.log_path))
-        else:
+            try:
+                self.proc = forkserver.fork_worker(argv[3:], self.env, str(self.log_path))
+            except (RuntimeError, TimeoutError) as exc:  # no fork server: a plain start
+                warnings.warn(f"the fork server failed ({exc}); starting the worker as a "
+                              "process of its own", RuntimeWarning, stacklevel=2)
+        if self.proc is None:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                              env=self.env, start_new_session=True)

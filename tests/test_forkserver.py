@@ -86,6 +86,21 @@ def test_a_dead_fork_server_blocks_no_one(fresh_worker: Callable[..., kb.Worker]
     assert forkserver._server is not server
 
 
+def test_a_fork_server_that_cannot_start_falls_back_to_a_plain_process(
+        fresh_worker: Callable[..., kb.Worker], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "site"
+    broken.mkdir()
+    # Kills only `python -c ...` (the fork server), not `python -m kernel_bridge.cli`.
+    (broken / "sitecustomize.py").write_text(
+        "import sys\nif sys.argv[:1] == ['-c']:\n    raise SystemExit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken))  # an import-time variable: a new server
+    with pytest.warns(RuntimeWarning, match="fork server failed"):
+        w = fresh_worker("carol")
+    assert isinstance(w.process.proc, subprocess.Popen)
+    assert w.send(8).get() == 8
+
+
 def test_without_the_fork_server_workers_are_plain_processes(
         fresh_worker: Callable[..., kb.Worker], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYFTLAB_LAUNCH_FORK", "0")
