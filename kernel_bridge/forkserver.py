@@ -24,6 +24,7 @@ process over the fork server's stdin, as JSON lines.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -225,10 +226,11 @@ def _child(request: dict[str, Any]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
-        sys.argv = [sys.argv[0], *request["argv"]]
-        from kernel_bridge import cli
-
-        code = cli.main(request["argv"])
+        # What `python -m kernel_bridge.cli ARGV` runs. The CLI is this process's entry
+        # point, as it is a launched subprocess's, not a module this one builds on: looked
+        # up by name (the CLI sits above launch in the layers), already imported by PRELOAD.
+        sys.argv = ["kernel_bridge.cli", *request["argv"]]
+        code = importlib.import_module("kernel_bridge.cli").main(request["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # the worker's own errors are in its log, as with python -m
@@ -245,8 +247,6 @@ def _child(request: dict[str, Any]) -> None:
 
 def serve() -> None:
     """The fork server's loop: preload, then fork one worker per request line."""
-    import importlib
-
     for name in PRELOAD:
         importlib.import_module(name)
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
