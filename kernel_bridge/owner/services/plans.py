@@ -241,7 +241,7 @@ class PlanService(Service):
             self._precheck_ledger(session.scientist, asset.name, epsilon, delta)
         rid = self.store.reserve(session.scientist, plan.id, plan.hash, epsilon, delta)
         try:
-            value = await self._execute(plan, asset, session.scientist, args)
+            value = await self._execute(plan, session.scientist, args)
         except SyftError as exc:
             self.store.finish(rid, "failed", error_type=type(exc).__name__
                               if not isinstance(exc, RemoteError) else
@@ -458,8 +458,7 @@ class PlanService(Service):
         """Stop the plan kernels (the worker calls this when it stops)."""
         await self.plan_kernels.close()
 
-    async def _execute(self, plan: PlanRow, asset: Asset, scientist: str,
-                       args: dict[str, Any]) -> Any:
+    async def _execute(self, plan: PlanRow, scientist: str, args: dict[str, Any]) -> Any:
         """Run the plan once in its sandboxed kernel; returns the decoded result."""
         doc = plan.document
         return await self.plan_kernels.run(doc["code"], doc["entry"], (plan.hash, scientist),
