@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import copy
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -229,7 +230,16 @@ class FLJob:
         keep the rounds that completed (``history.stopped`` says why it stopped).
         """
         bar = _progress(self, rounds, progress)
-        fut = self.members[0].core.submit(self.arun(rounds, bar))
+        started, ended = threading.Event(), threading.Event()
+
+        async def body() -> History:
+            started.set()
+            try:
+                return await self.arun(rounds, bar)
+            finally:
+                ended.set()
+
+        fut = self.members[0].core.submit(body())
         try:
             while True:  # short waits: a Ctrl-C (SIGINT) is handled between them
                 try:
@@ -237,11 +247,11 @@ class FLJob:
                 except concurrent.futures.TimeoutError:
                     continue
         except KeyboardInterrupt:
-            fut.cancel()
-            try:
-                fut.result(timeout=30)
-            except BaseException:
-                pass
+            fut.cancel()  # this future is done at once; the task stops at its next await
+            if started.is_set():
+                # Wait for it: a round past its last await still completes (and is kept),
+                # so the history must not be read before the task has ended.
+                ended.wait(30)
             self.history.stopped = "interrupted (Ctrl-C)"
             return self.history
         finally:
@@ -448,7 +458,7 @@ def _sum_clear(outputs: list[dict[str, Any]]) -> dict[str, Any]:
                     if k in acc:  # in place, in numpy (twice torch's speed on mixed dtypes)
                         np.add(acc[k], np.asarray(t), out=acc[k])
                     else:
-                        acc[k] = np.array(t, dtype=np.float64)
+                        acc[k] = np.asarray(t).astype(np.float64)  # a copy of its own
             else:
                 out[name] = out.get(name, 0.0) + float(v)
     return {name: {k: torch.from_numpy(t) for k, t in v.items()} if isinstance(v, dict) else v

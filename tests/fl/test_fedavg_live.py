@@ -138,6 +138,42 @@ def test_secure_aggregation_client_never_holds_an_individual_update(
                    if isinstance(r, dict) and "run" in r)
 
 
+class _SlowAggregate:
+    """FedAvg whose aggregation blocks the client's loop (no await) for a while."""
+
+    prox_mu = 0.0
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def aggregate(self, current: dict[str, torch.Tensor], mean: dict[str, torch.Tensor],
+                  server_round: int) -> dict[str, torch.Tensor]:
+        time.sleep(self.seconds)
+        return {k: v.clone() for k, v in mean.items()}
+
+
+def test_ctrl_c_during_aggregation_returns_only_after_the_round_is_recorded(
+        hospitals: list[kb.Worker]) -> None:
+    """A round past its last await completes after a Ctrl-C; run() must wait for it, or the
+    history it returned would grow afterwards."""
+    import _thread
+    import threading
+
+    job = fl.FedAvg(heart_model(4), workers=hospitals, data="heart", features=FEATURES,
+                    target="target", rounds=5, lr=0.1, seed=4, strategy=_SlowAggregate(1.5))
+    approve_all(job, hospitals)
+    job.run(rounds=1, progress=False)  # kernels warm: the next round reaches its aggregation
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # lands inside that aggregation
+    timer.start()
+    history = job.run(progress=False)
+    timer.join()
+    done = len(history)
+    time.sleep(2.0)  # nothing of the cancelled run may land after run() returned
+    assert history.stopped == "interrupted (Ctrl-C)"
+    assert len(history) == done == 2
+    assert len(job.run(rounds=1, progress=False)) == done + 1
+
+
 def test_ctrl_c_stops_the_job_cleanly(hospitals: list[kb.Worker]) -> None:
     import _thread
     import threading
