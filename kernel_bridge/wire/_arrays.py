@@ -154,17 +154,19 @@ def shape_of(obj: Any) -> tuple[int, ...]:
     return tuple(obj)
 
 
-def array_from(buf: memoryview, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Any:
-    """A numpy view of ``buf``; copied only when misaligned (writability kept)."""
+def array_from(buf: memoryview, dtype: np.dtype[Any], shape: tuple[int, ...],
+               writable: bool = False) -> Any:
+    """A numpy view of ``buf``; copied only when misaligned (writability kept) or, with
+    ``writable``, when ``buf`` is read-only (one copy at most, which is then writable)."""
     if math.prod(shape) * dtype.itemsize != buf.nbytes:
         raise bad(
             f"array of shape {list(shape)} and dtype {dtype.str} needs "
             f"{math.prod(shape) * dtype.itemsize} bytes, its buffer has {buf.nbytes}"
         )
     arr = np.frombuffer(buf, dtype=dtype)
-    if not arr.flags.aligned:
+    if not arr.flags.aligned or (writable and not arr.flags.writeable):
         copy = arr.copy()
-        copy.flags.writeable = not buf.readonly
+        copy.flags.writeable = writable or not buf.readonly
         arr = copy
     return arr.reshape(shape)
 
@@ -241,13 +243,12 @@ def tensor_from(name: str, np_dtype: str, shape: Any, buf: memoryview,
                 requires_grad: bool, as_torch: bool = True) -> Any:
     """A writable CPU tensor from checked fields and its buffer (a :class:`WireTensor`
     with ``as_torch=False``)."""
-    arr = array_from(buf, NP_DTYPES[np_dtype], shape_of(shape))
+    # torch has no read-only tensors: a tensor gets a writable array (one copy at most)
+    arr = array_from(buf, NP_DTYPES[np_dtype], shape_of(shape), writable=as_torch)
     if not as_torch:
         if requires_grad and not (arr.dtype.kind in "fc" or name == "bfloat16"):
             raise bad("only float and complex tensors can require grad")
         return WireTensor(name, arr, requires_grad)
-    if not arr.flags.writeable:
-        arr = arr.copy()  # torch has no read-only tensors
     import torch
 
     tensor = torch.from_numpy(arr)
