@@ -137,13 +137,13 @@ class ForkServer:
     def wait_exit(self, pid: int, timeout: float | None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._changed:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._changed.wait_for(lambda: pid in self._exits or self._dead,
-                                       left if not self._dead else min(left or 0.05, 0.05))
             code = self.exit_code(pid)
-            if code is not None or (deadline is not None and time.monotonic() >= deadline):
+            left = None if deadline is None else deadline - time.monotonic()
+            if code is not None or (left is not None and left <= 0):
                 return code
+            with self._changed:  # once the server is dead no status comes: poll the pid
+                step = (0.05 if left is None else min(left, 0.05)) if self._dead else left
+                self._changed.wait_for(lambda: pid in self._exits or self._dead, step)
 
     def close(self) -> None:
         """End the fork server (the workers it forked keep running until stopped)."""
@@ -168,8 +168,7 @@ class ForkServer:
                     self._exits[int(msg["exit"])] = int(msg["code"])
                 self._changed.notify_all()
         with self._changed:
-            # A fork server that died leaves its workers' status unknown: report them as
-            # killed rather than have callers wait for ever.
+            # A fork server that died sends no more statuses: exit_code() asks the pid.
             self._dead = True
             self._changed.notify_all()
 

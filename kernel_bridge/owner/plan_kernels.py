@@ -229,11 +229,8 @@ class PlanKernels:
         replies the result (nothing of the run stays bound in the kernel)."""
         content: dict[str, Any] = {"action": Action.CALL, "function": "_syft_plan_run"}
         bufs = await self._payload(k.host, content, {"entry": entry, "args": args})
-        reply, out = await k.host.request(content, bufs, timeout=self.config.exec_timeout)
-        if reply.get("status") != "ok":
-            name = gate.safe_error_name(reply.get("ename"))
-            raise RemoteError(f"the plan's code ended with {name} (only the type is "
-                              "reported)", error_type=name)
+        reply, out = await _agent(k.host, content, self.config.exec_timeout, bufs,
+                                  failed=_CODE_FAILED)
         if "arena" in reply:
             assert k.host.arena is not None
             data = bytes(k.host.arena.view(int(reply["arena"])))
@@ -275,12 +272,17 @@ class PlanKernels:
                     await self._drop(k)
 
 
+#: How a failure of the plan's own code is reported (its type only).
+_CODE_FAILED = "the plan's code ended with {name} (only the type is reported)"
+
+
 async def _agent(host: KernelHost, content: dict[str, Any], timeout: float,
-                 bufs: list[Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+                 bufs: list[Any] | None = None, failed: str = "{name} raised in the plan's kernel"
+                 ) -> tuple[dict[str, Any], list[Any]]:
     reply, out = await host.request(content, bufs, timeout=timeout)
     if reply.get("status") != "ok":
         name = gate.safe_error_name(reply.get("ename"))
-        raise RemoteError(f"{name} raised in the plan's kernel", error_type=name)
+        raise RemoteError(failed.format(name=name), error_type=name)
     return reply, out
 
 
@@ -288,5 +290,4 @@ def _raise_for(result: Any) -> None:
     if result.status == "ok":
         return
     name = gate.safe_error_name(result.ename) if result.status == "error" else result.status
-    raise RemoteError(f"the plan's code ended with {name} (only the type is reported)",
-                      error_type=name)
+    raise RemoteError(_CODE_FAILED.format(name=name), error_type=name)

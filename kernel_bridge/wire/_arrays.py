@@ -234,8 +234,7 @@ def wire_tensor_buffer(v: WireTensor) -> tuple[str, list[int], memoryview]:
     if np_dtype is None or v.array.dtype != NP_DTYPES[np_dtype]:
         raise UnsupportedType(f"a WireTensor of dtype {v.dtype!r} must hold {np_dtype} values",
                               type="WireTensor")
-    arr = v.array if v.array.flags.c_contiguous else v.array.copy(order="C")  # keeps 0-d
-    _, shape, view = array_buffer(arr)
+    _, shape, view = array_buffer(v.array)
     return v.dtype, shape, view
 
 

@@ -250,14 +250,10 @@ class Encoder:
             self.write_tuple(p, tuple(v), depth)
             return
         torch = sys.modules.get("torch")  # a tensor implies torch is already imported
-        if torch is not None and isinstance(v, torch.Tensor):
-            name, shape, view = _arrays.tensor_buffer(v)
-            index = self.add_buffer(view)
-            fields = [name, shape, index, bool(v.requires_grad)]
-            p.pack_ext_type(EXT_TENSOR, self.payload(fields, depth))
-            return
-        if isinstance(v, _arrays.WireTensor):  # a tensor a worker forwards, as it came
-            name, shape, view = _arrays.wire_tensor_buffer(v)
+        wire = isinstance(v, _arrays.WireTensor)  # a tensor a worker forwards, as it came
+        if wire or (torch is not None and isinstance(v, torch.Tensor)):
+            name, shape, view = (_arrays.wire_tensor_buffer(v) if wire
+                                 else _arrays.tensor_buffer(v))
             index = self.add_buffer(view)
             fields = [name, shape, index, bool(v.requires_grad)]
             p.pack_ext_type(EXT_TENSOR, self.payload(fields, depth))
