@@ -204,6 +204,7 @@ def dpsgd_epochs(repeats: int) -> tuple[list[float], list[float]]:
     from opacus import PrivacyEngine
     from torch import nn
 
+    from kernel_bridge.fl.encoding import encode_inputs
     from kernel_bridge.fl.training_plan import DP, TrainingConfig, training_plan
 
     warnings.filterwarnings("ignore")
@@ -225,6 +226,11 @@ def dpsgd_epochs(repeats: int) -> tuple[list[float], list[float]]:
     ns: dict[str, Any] = {}
     exec(compile(doc["code"], "<plan>", "exec"), ns)  # our own generated code
     weights = model().state_dict()
+    data = encode_inputs(frame, doc["inputs"])  # as the worker binds it in the plan's kernel
+
+    def fresh() -> dict[str, Any]:  # each run's own copy, as the kernel hands it
+        return {k: v.copy() for k, v in data.items()}
+
     X = torch.tensor(frame.iloc[:, :d].values, dtype=torch.float32)
     y = torch.tensor(frame["y"].values)
 
@@ -243,12 +249,12 @@ def dpsgd_epochs(repeats: int) -> tuple[list[float], list[float]]:
             nn.functional.cross_entropy(m(xb), yb).backward()
             opt.step()
 
-    ns["run"](frame, weights=weights, round=0, spec={})  # warm-up, untimed
+    ns["run"](fresh(), weights=weights, round=0, spec={})  # warm-up, untimed
     direct()
     ours, theirs = [], []
     for _ in range(repeats):  # interleaved, so load drifts hit both
         t = time.perf_counter()
-        ns["run"](frame, weights=weights, round=0, spec={})
+        ns["run"](fresh(), weights=weights, round=0, spec={})
         ours.append(time.perf_counter() - t)
         t = time.perf_counter()
         direct()

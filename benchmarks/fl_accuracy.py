@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kernel_bridge.fl.encoding import encode_table, merge_specs
+from kernel_bridge.fl.encoding import encode_inputs, encode_table, merge_specs
 from kernel_bridge.fl.training_plan import DP, TrainingConfig, training_plan
 from kernel_bridge.owner.assets import load_assets
 from kernel_bridge.owner.config import WorkerConfig
@@ -52,8 +52,10 @@ def fedavg(model: nn.Module, spec: list[dict[str, Any]], frames: list[pd.DataFra
     ns: dict[str, Any] = {}
     exec(compile(doc["code"], "<plan>", "exec"), ns)  # our own generated code
     w = {k: v.clone() for k, v in model.state_dict().items()}
+    data = [encode_inputs(f, doc["inputs"]) for f in frames]  # as each worker binds it
     for r in range(rounds):
-        outs = [ns["run"](f, weights=w, round=r, spec={}) for f in frames]
+        outs = [ns["run"]({k: v.copy() for k, v in d.items()}, weights=w, round=r, spec={})
+                for d in data]
         total = sum(o["num_examples"] for o in outs)
         w = {k: sum(o["update"][k].double() for o in outs).float() / total for k in w}
     model.load_state_dict(w)

@@ -5,7 +5,8 @@ A plan is a msgpack-able dict (the scientist builds it, each owner reviews it)::
     {"name": "fedavg heart",
      "code": "def run(data, spec, weights, round): ...",   # Python source; defines `entry`
      "entry": "run",
-     "inputs": {"asset": "heart", "columns": ["age", "sex"], "target": "target"},
+     "inputs": {"asset": "heart", "columns": ["age", "sex"], "target": "target",
+                "encoding": [{"name": "age", "kind": "int", "lower": 0, "upper": 120}, ...]},
      "policy": {
          "max_runs": 20,
          "outputs": {"update": {"kind": "tensors", "shapes": {"0.weight": [32, 12]},
@@ -16,6 +17,13 @@ A plan is a msgpack-able dict (the scientist builds it, each owner reviews it)::
          "dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5,
                 "batch_size": 32, "local_epochs": 1, "epsilon_total": 2.0}},   # or None
      "description": "optional, shown to the owner"}
+
+``inputs.encoding`` is optional. Without it a run's ``data`` is the declared
+columns as a pandas DataFrame. With it (one public declaration per column, the
+target last) the worker encodes those columns once, in its own trusted code, as
+``{"X": float32 [n, width], "y": int64 [n]}`` (:func:`kernel_bridge.fl.encoding.encode_table`:
+bounded numbers scaled to [0, 1], categories one-hot, bools 0/1), so the plan's kernel
+needs neither pandas nor the per-run encoding: FL training plans use it.
 
 Its identity is :func:`plan_hash`: SHA-256 over the canonical encoding (JSON with
 sorted keys, no spaces, no NaN), so any change, one byte of code included, is a
@@ -44,6 +52,8 @@ MAX_OUTPUTS, MAX_TENSORS, MAX_DIMS = 64, 4096, 8
 MAX_ELEMENTS = 1 << 28
 
 OUTPUT_KINDS = ("tensors", "scalar", "count")
+#: Column kinds an ``inputs.encoding`` declaration may have; most categories per column.
+ENCODING_KINDS, MAX_CATEGORIES = ("int", "float", "bool", "category"), 4096
 TOP_KEYS = {"name", "code", "entry", "inputs", "policy"}
 OPTIONAL_TOP_KEYS = {"description"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -123,7 +133,7 @@ def check(doc: Any) -> dict[str, Any]:
         raise _fail("code", f"not valid Python (line {exc.lineno})") from None
     if not re.search(rf"^\s*(async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
         raise _fail("entry", f"the code defines no function {entry!r}")
-    inputs = _keys(doc["inputs"], "inputs", {"asset", "columns"}, {"target"})
+    inputs = _keys(doc["inputs"], "inputs", {"asset", "columns"}, {"target", "encoding"})
     if not isinstance(inputs["asset"], str) or not inputs["asset"]:
         raise _fail("inputs.asset", "the name of one of the worker's assets")
     cols = inputs["columns"]
@@ -133,6 +143,8 @@ def check(doc: Any) -> dict[str, Any]:
     target = inputs.get("target")
     if target is not None and (not isinstance(target, str) or not target or target in cols):
         raise _fail("inputs.target", "None, or a column name not among inputs.columns")
+    if inputs.get("encoding") is not None:
+        _check_encoding(inputs["encoding"], [*cols, *([target] if target else [])], target)
     policy = _keys(doc["policy"], "policy", {"max_runs", "outputs"}, {"aggregate", "dp"})
     if not _is_int(policy["max_runs"]) or not 1 <= policy["max_runs"] <= MAX_RUNS:
         raise _fail("policy.max_runs", f"an integer from 1 to {MAX_RUNS}")
@@ -164,6 +176,41 @@ def check(doc: Any) -> dict[str, Any]:
                 raise _fail(f"policy.dp.{key}", "an integer from 1 to 1000000")
     checked: dict[str, Any] = doc
     return checked
+
+
+def _check_encoding(encoding: Any, names: list[str], target: str | None) -> None:
+    """One public declaration per read column, in order: what the worker encodes by."""
+    field = "inputs.encoding"
+    if not isinstance(encoding, list) or [c.get("name") if isinstance(c, dict) else None
+                                          for c in encoding] != names:
+        raise _fail(field, "one declaration per column of inputs.columns (then the target), "
+                    "in that order")
+    for col in encoding:
+        where = f"{field}.{col['name'][:60]}"
+        _keys(col, where, {"name", "kind"}, {"lower", "upper", "categories"})
+        kind = col["kind"]
+        if kind not in ENCODING_KINDS:
+            raise _fail(where, f"kind is one of {', '.join(ENCODING_KINDS)}")
+        for bound in ("lower", "upper"):
+            if col.get(bound) is not None and (kind not in ("int", "float")
+                                               or not _is_num(col[bound])):
+                raise _fail(f"{where}.{bound}", "a finite number (int and float columns only)")
+        cats = col.get("categories")
+        if kind == "category":
+            if not isinstance(cats, list) or not 0 < len(cats) <= MAX_CATEGORIES or not all(
+                    isinstance(c, str) and 0 < len(c) <= 200 for c in cats) \
+                    or len(set(cats)) != len(cats):
+                raise _fail(f"{where}.categories",
+                            f"1 to {MAX_CATEGORIES} distinct strings of 1 to 200 characters")
+        elif cats is not None:
+            raise _fail(f"{where}.categories", "only for category columns")
+    if target is not None:
+        t = encoding[-1]
+        bounded = t["kind"] == "int" and _is_int(t.get("lower")) and _is_int(t.get("upper")) \
+            and 0 <= t["upper"] - t["lower"] < MAX_CATEGORIES
+        if t["kind"] not in ("category", "bool") and not bounded:
+            raise _fail(f"{field}.{target[:60]}", "the target is a category, a bool or an int "
+                        f"with integer bounds (at most {MAX_CATEGORIES} classes)")
 
 
 def _check_output(oname: Any, form: Any) -> None:
@@ -252,4 +299,8 @@ def policy_words(doc: dict[str, Any]) -> list[str]:
     cols = ", ".join(inputs["columns"])
     target = f", target '{inputs['target']}'" if inputs.get("target") else ""
     out.append(f"reads '{asset}': columns {cols}{target}")
+    if inputs.get("encoding") is not None:
+        out.append("the worker encodes them before the code sees them (bounded numbers scaled "
+                   "to [0, 1], categories one-hot, bools 0/1, by the declarations in "
+                   "inputs.encoding): the code gets X (float32) and y (int64), not the table")
     return out

@@ -14,9 +14,9 @@ encoding is a function of the declared spec, never of the private values:
 
 :func:`merge_specs` combines several workers' declarations into one (bounds
 widened, categories united) so that all of them encode identically; the merged
-spec is baked into the plan's code. :func:`encode_table` is self-contained (it
-imports only numpy inside) because its source is copied into that code, where
-it runs in the worker's sandboxed kernel.
+spec goes into the plan's ``inputs.encoding`` (:func:`encoding_decls`), which the
+owner approves with the plan, and each worker's trusted code encodes its table
+by it (:func:`encode_inputs`) before the plan's sandboxed kernel sees the data.
 """
 
 from __future__ import annotations
@@ -132,12 +132,33 @@ def _by_name(spec: Sequence[ColumnDecl]) -> dict[str, ColumnDecl]:
     return {c["name"]: c for c in spec}
 
 
+def encoding_decls(spec: Sequence[ColumnDecl], columns: Sequence[str]) -> list[ColumnDecl]:
+    """The declarations of ``columns`` as a plan's ``inputs.encoding`` holds them
+    (only the keys each kind uses; see :mod:`kernel_bridge.plan_document`)."""
+    by_name = _by_name(spec)
+    out: list[ColumnDecl] = []
+    for name in columns:
+        col = by_name[name]
+        decl: ColumnDecl = {"name": name, "kind": col["kind"]}
+        if col["kind"] in ("int", "float"):
+            decl.update({b: col[b] for b in ("lower", "upper") if col.get(b) is not None})
+        if col["kind"] == "category":
+            decl["categories"] = [str(c) for c in col["categories"]]
+        out.append(decl)
+    return out
+
+
+def encode_inputs(frame: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a run of a plan with ``inputs.encoding`` gets as ``data``: ``{"X", "y"}``
+    (``{"X"}`` without a target), encoded from the declared columns of ``frame``."""
+    X, y = encode_table(frame, inputs["encoding"], list(inputs["columns"]),
+                        inputs.get("target"))
+    return {"X": X} if y is None else {"X": X, "y": y}
+
+
 def encode_table(data: Any, spec: list[dict[str, Any]], features: list[str],
                  target: str | None) -> tuple[Any, Any]:
-    """Encode a DataFrame as ``(X float32 [n, width], y int64 [n] or None)``.
-
-    Self-contained: its source is copied into plan code (see the module doc).
-    """
+    """Encode a DataFrame as ``(X float32 [n, width], y int64 [n] or None)``."""
     import numpy as np
 
     cols = {c["name"]: c for c in spec}

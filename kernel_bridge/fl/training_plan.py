@@ -4,8 +4,11 @@
 :mod:`kernel_bridge.owner.plans`): self-contained Python source defining
 ``run(data, weights, round=0, **args) -> dict`` with
 
-* the merged public column declarations and :func:`~.encoding.encode_table`
-  (so every worker encodes its table identically);
+* its data already encoded by the worker: the plan's ``inputs.encoding`` holds
+  the merged public column declarations, and each worker's trusted code runs
+  :func:`~.encoding.encode_table` by them once per plan kernel, so every worker
+  encodes its table identically and the sandboxed kernel gets ``{"X", "y"}``
+  arrays (no pandas there, no re-encoding each round);
 * the model's structure as code (:mod:`.model_code`), loaded with the global
   weights the scientist sends as tensors;
 * the local loop: ``local_epochs`` of minibatch SGD (plus FedProx's proximal
@@ -23,15 +26,13 @@ With DP those two are not released: DP-SGD's guarantee covers the weights only.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import pprint
-import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import InvalidQuery
-from .encoding import ColumnDecl, encode_table, input_width, n_classes
+from .encoding import ColumnDecl, encoding_decls, input_width, n_classes
 from .model_code import model_source, param_shapes
 
 
@@ -121,7 +122,7 @@ def training_plan(model: Any, *, name: str, asset: str, spec: Sequence[ColumnDec
     classes = n_classes(spec, target)
     _check_widths(model, width, classes)
     shapes = param_shapes(model)
-    code = plan_code(model, spec=spec, features=features, target=target, config=config, dp=dp)
+    code = plan_code(model, config=config, dp=dp)
     outputs: dict[str, Any] = {
         "update": {"kind": "tensors", "shapes": shapes, "dtype": "float32"},
         "num_examples": {"kind": "count"},
@@ -142,7 +143,8 @@ def training_plan(model: Any, *, name: str, asset: str, spec: Sequence[ColumnDec
                         "batch_size": config.batch_size, "local_epochs": config.local_epochs,
                         "epsilon_total": cap}
     return {"name": name, "code": code, "entry": "run",
-            "inputs": {"asset": asset, "columns": list(features), "target": target},
+            "inputs": {"asset": asset, "columns": list(features), "target": target,
+                       "encoding": encoding_decls(spec, [*features, target])},
             "policy": policy}
 
 
@@ -158,17 +160,12 @@ def _check_widths(model: Any, width: int, classes: int) -> None:
                            f"the target declares {classes} classes")
 
 
-def plan_code(model: Any, *, spec: Sequence[ColumnDecl], features: Sequence[str], target: str,
-              config: TrainingConfig, dp: DP | None) -> str:
+def plan_code(model: Any, *, config: TrainingConfig, dp: DP | None) -> str:
     """The plan's Python source (what the owner reads and approves by hash)."""
     settings = {**asdict(config), "dp": None if dp is None else {
         "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm}}
-    encode_src = textwrap.dedent(inspect.getsource(encode_table))
-    return _TEMPLATE.format(
-        model=model_source(model, indent="        "),
-        spec=_pretty(list(spec)), features=repr(list(features)),
-        target=repr(target), settings=_pretty(settings), encode=encode_src,
-    )
+    return _TEMPLATE.format(model=model_source(model, indent="        "),
+                            settings=_pretty(settings))
 
 
 def _pretty(value: Any) -> str:
@@ -182,9 +179,10 @@ def code_digest(code: str) -> str:
 
 _TEMPLATE = '''"""Federated training plan (written by kernel_bridge.fl).
 
-Each run: encode the declared columns from their public declarations, load the
-global weights sent for this round, train locally, and return the new weights
-times the local sample count (plus the count, and without DP the global
+Each run: take the local data as the worker encoded it by the plan's
+inputs.encoding (data["X"]: float32 features, data["y"]: int64 classes), load
+the global weights sent for this round, train locally, and return the new
+weights times the local sample count (plus the count, and without DP the global
 model's loss and correct predictions on the local data).
 """
 from __future__ import annotations
@@ -193,17 +191,12 @@ import numpy as np
 import torch
 from torch import nn
 
-SPEC = {spec}
-FEATURES = {features}
-TARGET = {target}
 SETTINGS = {settings}
 
 
 def make_model():
     return {model}
 
-
-{encode}
 
 def _global_model(weights):
     # Built without initialising its weights (on the meta device), then given this
@@ -220,6 +213,28 @@ def _global_model(weights):
     return model
 
 
+class _SGD:
+    """Plain SGD (no momentum, no weight decay): torch.optim.SGD's update, p -= lr * grad.
+
+    Without DP the plan steps by hand: the first torch.optim optimizer a process makes
+    imports torch._dynamo (about 70 MB more in each plan kernel). DP-SGD needs Opacus's
+    wrapper around a real torch.optim.SGD.
+    """
+
+    def __init__(self, params, lr):
+        self.params, self.lr = list(params), lr
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        for p in self.params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-self.lr)
+
+
 def _evaluate(model, X, y):
     with torch.no_grad():
         logits = model(X)
@@ -230,8 +245,7 @@ def _evaluate(model, X, y):
 
 def run(data, weights, round=0, **args):
     torch.manual_seed(int(SETTINGS["seed"]) * 100003 + int(round))
-    X, y = encode_table(data, SPEC, FEATURES, TARGET)
-    X, y = torch.from_numpy(X), torch.from_numpy(y)
+    X, y = torch.from_numpy(data["X"]), torch.from_numpy(data["y"])
     n = int(len(y))
     model = _global_model(weights)
     out = {{}}
@@ -241,11 +255,13 @@ def run(data, weights, round=0, **args):
     global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y),
                                          batch_size=int(SETTINGS["batch_size"]), shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=float(SETTINGS["lr"]))
     trained = model
-    if SETTINGS["dp"] is not None:
+    if SETTINGS["dp"] is None:
+        optimizer = _SGD(model.parameters(), float(SETTINGS["lr"]))
+    else:
         from opacus import PrivacyEngine
 
+        optimizer = torch.optim.SGD(model.parameters(), lr=float(SETTINGS["lr"]))
         engine = PrivacyEngine(accountant="rdp")
         trained, optimizer, loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader,

@@ -22,7 +22,9 @@ the pool is full and another plan needs a kernel (least recently used first).
 
 The asset's columns are bound once per kernel as ``plan_data`` and handed to
 each run as a copy, so a run that edits its ``data`` does not change the next
-run's.
+run's. They are a pandas DataFrame, or, for a plan with ``inputs.encoding``,
+arrays the worker encoded (``{"X", "y"}``); such a kernel imports no pandas
+(about 65 MB less per kernel).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ log = logging.getLogger("syftlab.worker")
 MAX_PLAN_KERNELS = 2
 #: A plan kernel unused this long is stopped (the next run starts a new one).
 IDLE_S = 300.0
-#: Trusted imports run in each plan kernel before the plan's code.
-WARM_IMPORTS = "import numpy, pandas, pyarrow"
+#: Trusted imports run in each plan kernel before the plan's code: for a table, and
+#: for arrays (a plan with ``inputs.encoding``).
+WARM_IMPORTS = {"frame": "import numpy, pandas, pyarrow", "arrays": "import numpy"}
 #: Trusted code that defines how a run calls the approved code (``{code!r}``: a literal).
 _CALLER = """
 import builtins as _syft_b
@@ -59,11 +62,16 @@ import copy as _syft_copy
 _syft_plan_code = compile({code!r}, "<plan>", "exec")
 _syft_builtins = set(vars(_syft_b))
 
+def _syft_fresh(data):
+    if isinstance(data, dict):
+        return {{k: v.copy() for k, v in data.items()}}
+    return data.copy()
+
 def _syft_plan_call(entry, data, spec, args):
     ns = {{"__name__": "__plan__", "__builtins__": _syft_b}}
     try:
         exec(_syft_plan_code, ns)
-        return ns[entry](data.copy(), spec=_syft_copy.deepcopy(spec), **args)
+        return ns[entry](_syft_fresh(data), spec=_syft_copy.deepcopy(spec), **args)
     finally:
         for name in set(vars(_syft_b)) - _syft_builtins:
             delattr(_syft_b, name)
@@ -215,13 +223,14 @@ class PlanKernels:
             return
         timeout = self.config.exec_timeout
         await k.host.ensure_started()
-        _raise_for(await k.host.execute(WARM_IMPORTS, timeout=timeout))
-        frame = await asyncio.to_thread(data)
-        await self._put(k.host, "plan_data", frame)
+        value = await asyncio.to_thread(data)
+        form = "arrays" if isinstance(value, dict) else "frame"
+        _raise_for(await k.host.execute(WARM_IMPORTS[form], timeout=timeout))
+        await self._put(k.host, "plan_data", value)
         await self._put(k.host, "plan_spec", spec())
-        # One consolidated copy now, so that each run's own copy is one block's memcpy.
-        _raise_for(await k.host.execute("plan_data = plan_data.copy()", timeout=timeout))
         _raise_for(await k.host.execute(_CALLER.format(code=code), timeout=timeout))
+        # One consolidated, writable copy now, so that each run's own copy is a memcpy.
+        _raise_for(await k.host.execute("plan_data = _syft_fresh(plan_data)", timeout=timeout))
         k.ready = True
 
     async def _call(self, k: _Kernel, entry: str, args: dict[str, Any]) -> Any:

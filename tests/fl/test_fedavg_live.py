@@ -15,6 +15,7 @@ from torch import nn
 import kernel_bridge as kb
 from kernel_bridge import fl
 from kernel_bridge.fl import secagg
+from kernel_bridge.fl.encoding import encode_inputs
 
 from .conftest import FEATURES, HOSPITALS, approve_all, private_table
 
@@ -28,11 +29,14 @@ def replay(job: Any, model: nn.Sequential, rounds: int) -> tuple[list[dict], lis
     """Each owner's updates, recomputed locally with the plan's code, and plain FedAvg."""
     ns: dict[str, Any] = {}
     exec(compile(job.plan()["code"], "<plan>", "exec"), ns)  # the code the owners approved
-    tables = {n: private_table(n)[[*FEATURES, "target"]] for n in HOSPITALS}
+    # What each worker hands its runs: its table encoded by the plan's inputs.encoding.
+    tables = {n: encode_inputs(private_table(n)[[*FEATURES, "target"]], job.plan()["inputs"])
+              for n in HOSPITALS}
     w = {k: v.clone() for k, v in model.state_dict().items()}
     per_round, means = [], []
     for r in range(rounds):
-        outs = {n: ns["run"](tables[n], spec={}, weights=w, round=r) for n in HOSPITALS}
+        outs = {n: ns["run"]({k: v.copy() for k, v in tables[n].items()}, spec={},
+                             weights=w, round=r) for n in HOSPITALS}
         total = sum(o["num_examples"] for o in outs.values())
         # Plain torch FedAvg: sum_k (n_k / n) * w_k, with w_k = update_k / n_k.
         w = {k: sum((o["num_examples"] / total) * (o["update"][k] / o["num_examples"])

@@ -11,9 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from kernel_bridge.errors import InvalidQuery
+from kernel_bridge.errors import InvalidPlan, InvalidQuery
+from kernel_bridge.fl.encoding import encode_inputs
 from kernel_bridge.fl.model_code import build_model, model_source
 from kernel_bridge.fl.training_plan import DP, TrainingConfig, training_plan
+from kernel_bridge.plan_document import check as check_plan
 
 SPEC = [*({"name": f"p{i}", "kind": "int", "lower": 0, "upper": 16} for i in range(4)),
         {"name": "label", "kind": "int", "lower": 0, "upper": 2}]
@@ -45,7 +47,17 @@ def test_plan_document_and_widths_are_checked() -> None:
     doc = training_plan(nn.Sequential(nn.Linear(4, 3)), name="t", asset="digits", spec=SPEC,
                         features=FEATURES, target="label", rounds=3, config=TrainingConfig(),
                         secure_agg=True, min_workers=2)
-    assert doc["inputs"] == {"asset": "digits", "columns": FEATURES, "target": "label"}
+    assert doc["inputs"] == {"asset": "digits", "columns": FEATURES, "target": "label",
+                             "encoding": SPEC}
+    assert "encode_table" not in doc["code"] and "SPEC" not in doc["code"]  # the worker encodes
+    check_plan(doc)
+    for bad, why in [(SPEC[:-1], "one declaration per column"),
+                     ([*SPEC[:-1], {"name": "label", "kind": "float"}], "the target is a"),
+                     ([{**SPEC[0], "kind": "text"}, *SPEC[1:]], "kind is one of"),
+                     ([{**SPEC[0], "categories": ["a"]}, *SPEC[1:]], "only for category"),
+                     ([{**SPEC[0], "lower": "0"}, *SPEC[1:]], "a finite number")]:
+        with pytest.raises(InvalidPlan, match=why):
+            check_plan({**doc, "inputs": {**doc["inputs"], "encoding": bad}})
     assert doc["policy"]["aggregate"] == {"secure": True, "min_workers": 2}
     assert doc["policy"]["outputs"]["update"]["shapes"] == {"0.weight": [4, 3][::-1],
                                                             "0.bias": [3]}
@@ -60,11 +72,16 @@ def _frame(n: int, zero: bool = False) -> pd.DataFrame:
     return pd.DataFrame({**cols, "label": rng.integers(0, 3, n)})
 
 
+def data(doc: dict[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
+    """What the worker hands a run: the frame encoded by the plan's inputs.encoding."""
+    return encode_inputs(frame, doc["inputs"])
+
+
 def test_local_training_returns_weighted_weights_and_metrics() -> None:
     model = nn.Sequential(nn.Linear(4, 3))
     doc = training_plan(model, name="t", asset="d", spec=SPEC, features=FEATURES,
                         target="label", rounds=3, config=TrainingConfig(lr=0.5))
-    out = load(doc)(_frame(100), weights=model.state_dict(), round=0, spec={})
+    out = load(doc)(data(doc, _frame(100)), weights=model.state_dict(), round=0, spec={})
     assert out["num_examples"] == 100 and set(out) == {"update", "num_examples", "loss",
                                                          "correct"}
     assert out["update"]["0.weight"].shape == (3, 4)
@@ -82,7 +99,7 @@ def test_one_local_step_equals_plain_torch_and_leaves_the_sent_weights_alone() -
     doc = training_plan(model, name="t", asset="d", spec=SPEC, features=FEATURES,
                         target="label", rounds=1,
                         config=TrainingConfig(lr=0.3, batch_size=50))  # one full batch
-    out = load(doc)(frame, weights=sent, round=0, spec={})
+    out = load(doc)(data(doc, frame), weights=sent, round=0, spec={})
     x = torch.tensor(frame[FEATURES].to_numpy() / 16.0, dtype=torch.float32)
     y = torch.tensor(frame["label"].to_numpy())
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
@@ -112,9 +129,34 @@ def test_dp_noise_scale_matches_opacus_claim() -> None:
     w0 = model.state_dict()
     moves = []
     for r in range(60):
-        out = run(_frame(n, zero=True), weights=w0, round=r, spec={})
+        out = run(data(doc, _frame(n, zero=True)), weights=w0, round=r, spec={})
         moves.append((out["update"]["0.weight"] / out["num_examples"] - w0["0.weight"]).ravel())
     steps = math.ceil(n / batch)
     expected = lr * sigma * clip * math.sqrt(steps) / batch
     measured = float(torch.cat(moves).std())
     assert measured == pytest.approx(expected, rel=0.1), (measured, expected)
+
+
+def test_a_plain_run_does_not_import_torch_dynamo() -> None:
+    """Without DP the plan steps SGD by hand: torch.optim's first optimizer imports
+    torch._dynamo, about 70 MB more in every plan kernel. A fresh interpreter runs one
+    round of the generated code and reports what it imported."""
+    import json
+    import subprocess
+    import sys
+
+    doc = training_plan(nn.Sequential(nn.Linear(4, 3)), name="t", asset="d", spec=SPEC,
+                        features=FEATURES, target="label", rounds=1, config=TrainingConfig())
+    script = (
+        "import json, sys\n"
+        "import numpy as np, torch\n"
+        "ns = {}\n"
+        "exec(compile(sys.stdin.read(), '<plan>', 'exec'), ns)\n"
+        "w = {'0.weight': np.zeros((3, 4), 'float32'), '0.bias': np.zeros(3, 'float32')}\n"
+        "data = {'X': np.ones((8, 4), 'float32'), 'y': np.arange(8) % 3}\n"
+        "out = ns['run'](data, weights=w, round=0, spec={})\n"
+        "print(json.dumps({'dynamo': 'torch._dynamo' in sys.modules,\n"
+        "                  'moved': bool(out['update']['0.bias'].abs().sum() > 0)}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], input=doc["code"], text=True,
+                          capture_output=True, timeout=120, check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"dynamo": False, "moved": True}

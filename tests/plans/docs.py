@@ -96,3 +96,29 @@ def with_code(doc: dict[str, Any], code: str) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     out["code"] = code
     return out
+
+
+#: A plan on encoded inputs: it reports the column means of the X it got, whether its
+#: kernel has pandas loaded, and then zeroes X in place (its own copy, not the next run's).
+ENCODED_CODE = '''
+import sys
+import numpy as np
+
+
+def run(data, spec):
+    X, y = data["X"], data["y"]
+    out = {"mean": {"m": X.mean(axis=0).astype("float32")}, "n": len(y),
+           "loss": float("pandas" in sys.modules)}
+    X[:] = 0
+    y[:] = 0
+    return out
+'''
+
+
+def encoded_plan(encoding: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means of heart's age and chol as the worker encodes them (scaled to [0, 1])."""
+    doc = means_plan(max_runs=5)
+    doc.update(name="heart encoded means", code=ENCODED_CODE)
+    doc["inputs"] = {"asset": "heart", "columns": ["age", "chol"], "target": "sex",
+                     "encoding": encoding}
+    return doc

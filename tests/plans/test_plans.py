@@ -23,11 +23,12 @@ from kernel_bridge.errors import (
     PlanPending,
     PlanRunsExhausted,
 )
+from kernel_bridge.fl.encoding import encode_inputs, encoding_decls
 from kernel_bridge.plan_document import plan_hash
 from kernel_bridge.scientist.plans import Plan
 from tests.conftest import DATASETS
 
-from .docs import DP, dp_plan, means_plan, with_code
+from .docs import DP, dp_plan, encoded_plan, means_plan, with_code
 
 HEART = pd.read_csv(DATASETS / "heart" / "alice.csv")
 
@@ -199,6 +200,29 @@ def test_the_plan_kernel_never_saw_the_scientists_session(planw: kb.Worker,
     # builtins: the kernel is the plan's, but each run gets a fresh namespace.
     plan.run(mode="stash")
     assert plan.run(mode="probe").outputs["n"] == 0
+
+
+def test_an_encoded_plan_gets_the_workers_arrays_and_its_kernel_loads_no_pandas(
+        planw: kb.Worker, plan_owner: kb.Owner) -> None:
+    """With inputs.encoding the worker encodes the columns by the approved declarations;
+    the plan's kernel gets {"X", "y"} arrays, imports no pandas (~65 MB), and a run that
+    edits its arrays leaves the next run's alone."""
+    schema = next(d for d in planw.datasets if d["name"] == "heart")["schema"]["columns"]
+    doc = encoded_plan(encoding_decls(schema, ["age", "chol", "sex"]))
+    plan = approved(planw, plan_owner, doc)
+    assert any("the worker encodes them" in w for w in plan_owner.plan(plan.id)["policy_words"])
+    want = encode_inputs(HEART[["age", "chol", "sex"]], doc["inputs"])
+    assert 0 <= want["X"].min() < want["X"].max() <= 1  # scaled by the declared bounds
+    for _ in range(2):  # the first run zeroed its X: the second still gets the data
+        out = plan.run().outputs
+        np.testing.assert_allclose(out["mean"]["m"].numpy(), want["X"].mean(axis=0),
+                                   rtol=1e-5)
+        assert out["n"] == len(want["y"]) and out["loss"] == 0.0  # no pandas in the kernel
+    # The declarations must match the asset's own kinds.
+    wrong = encoded_plan([{**d, "kind": "float"} if d["name"] == "age" else d
+                          for d in doc["inputs"]["encoding"]])
+    with pytest.raises(InvalidPlan, match="declares 'age' a float column"):
+        planw.submit_plan(wrong, reason="r")
 
 
 def test_a_plan_kernel_serves_one_plan_hash_for_one_scientist(planw: kb.Worker,

@@ -43,6 +43,7 @@ from ...errors import (
     SecureAggregationRequired,
     SyftError,
 )
+from ...fl.encoding import encode_inputs
 from ...wire import codec
 from ...wire.protocol import Op
 from .. import limits
@@ -152,6 +153,12 @@ class PlanService(Service):
             if col not in known:
                 raise InvalidPlan(f"asset {asset.name!r} has no column {col[:60]!r}",
                                   field="inputs.columns")
+        kinds = {c["name"]: c["kind"] for c in asset.describe(0)["schema"]["columns"]}
+        for decl in inputs.get("encoding") or []:
+            if kinds[decl["name"]] != decl["kind"]:
+                raise InvalidPlan(f"inputs.encoding declares {decl['name'][:60]!r} a "
+                                  f"{decl['kind']} column; asset {asset.name!r} declares it "
+                                  f"{kinds[decl['name']]}", field="inputs.encoding")
         if doc["policy"].get("dp") is not None and asset.spec.dp is None:
             raise InvalidPlan(f"asset {asset.name!r} has no DP budget declared; a plan with "
                               "policy.dp cannot be debited on it", field="policy.dp")
@@ -448,6 +455,10 @@ class PlanService(Service):
         inputs = doc["inputs"]
         asset = self._asset(inputs["asset"])
         cols = list(inputs["columns"]) + ([inputs["target"]] if inputs.get("target") else [])
+        if inputs.get("encoding") is not None:
+            # Encoded here, in trusted code, by the approved declarations: the kernel
+            # gets arrays (and needs no pandas).
+            return lambda: encode_inputs(asset.private()[cols], inputs)
         return lambda: asset.private()[cols].copy()
 
     def _spec(self, doc: dict[str, Any]) -> Callable[[], dict[str, Any]]:
