@@ -43,6 +43,7 @@ from kernel_bridge.wire import (
     dumps,
     encode,
     frame_size,
+    frames,
     loads,
     pack,
     pack_bytes,
@@ -1129,3 +1130,60 @@ def test_no_pickle_in_wire_package() -> None:
     for path in sources:
         text = path.read_text()
         assert not pattern.search(text), f"{path.name} uses pickle-like loading"
+
+
+# -- aligned receiving: decoded arrays view the one copy a receiver makes --------------------
+
+
+def _frame_with_header_pad(pad: int) -> tuple[bytes, np.ndarray]:
+    """A frame whose buffers start at a different offset for each ``pad`` (0-15)."""
+    w = np.arange(4096, dtype=np.float64)
+    header, buffers = codec.encode({"w": w, "note": "x" * pad})
+    return frames.pack_bytes(header, buffers), w
+
+
+def test_aligned_copy_lets_every_array_view_the_copy() -> None:
+    for pad in range(16):
+        data, w = _frame_with_header_pad(pad)
+        view = frames.aligned_copy(data)
+        assert bytes(view) == data and not view.readonly
+        got = codec.loads(view, None, "wire")["w"]
+        # a view of the copy (no second copy), aligned and writable
+        assert np.shares_memory(got, np.frombuffer(view, np.uint8))
+        assert got.flags.aligned and got.flags.writeable
+        np.testing.assert_array_equal(got, w)
+    copied = 0
+    for pad in range(16):  # without it the decoder copies a misaligned array again
+        plain = bytearray(_frame_with_header_pad(pad)[0])
+        got = codec.loads(plain, None, "wire")["w"]
+        copied += not np.shares_memory(got, np.frombuffer(plain, np.uint8))
+    assert copied >= 8
+    assert bytes(frames.aligned_copy(b"not a frame")) == b"not a frame"
+
+
+def test_bulk_uploads_are_received_aligned_in_any_chunking() -> None:
+    import socket
+    import threading
+    import time
+
+    from kernel_bridge.wire import bulk
+
+    for pad, chunk in [(0, 7), (3, 13), (5, 100), (11, 1 << 20), (1, 1)]:
+        data, w = _frame_with_header_pad(pad)
+        a, b = socket.socketpair()
+
+        def send(conn: socket.socket = a, data: bytes = data, chunk: int = chunk) -> None:
+            for i in range(0, len(data), chunk):
+                conn.sendall(data[i:i + chunk])
+            conn.close()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        ticket = bulk._Ticket("U", time.monotonic() + 60, limit=len(data))
+        buf = bulk.BulkServer._receive(b, len(data), ticket)
+        sender.join()
+        b.close()
+        assert bytes(buf) == data
+        got = codec.loads(buf, None, "wire")["w"]
+        assert np.shares_memory(got, np.frombuffer(buf, np.uint8)), (pad, chunk)
+        np.testing.assert_array_equal(got, w)

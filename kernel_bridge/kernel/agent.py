@@ -188,7 +188,7 @@ def _value_reply(value: Any) -> tuple[dict[str, Any], list[Any]]:
 def _incoming_value(content: dict[str, Any], buffers: list[Any]) -> Any:
     if "arena" in content:
         # Copy out of the arena: it is reused by the next transfer.
-        data = bytearray(_state["arena"].view(int(content["arena"])))
+        data = frames.aligned_copy(_state["arena"].view(int(content["arena"])))
         return codec.loads(data, limit=None)
     return codec.decode(buffers[0], buffers[1:])
 

@@ -242,7 +242,10 @@ class PlanKernels:
                                   failed=_CODE_FAILED)
         if "arena" in reply:
             assert k.host.arena is not None
-            data = bytes(k.host.arena.view(int(reply["arena"])))
+            # A private snapshot first (the kernel may still write its arena), writable
+            # and aligned so that the decoded arrays view it and are usable as they are
+            # (check_outputs(owned=True)).
+            data = frames.aligned_copy(k.host.arena.view(int(reply["arena"])))
             return await asyncio.to_thread(codec.loads, data, None, "wire")
         if not out:
             raise ProtocolError("the plan kernel sent no value")

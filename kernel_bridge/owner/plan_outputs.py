@@ -37,12 +37,16 @@ def _array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _tensor(arr: np.ndarray) -> WireTensor:
-    """A fresh float32 tensor (as it will travel: the worker does not import torch)."""
+def _tensor(arr: np.ndarray, owned: bool) -> WireTensor:
+    """The float32 tensor as it will travel (the worker does not import torch): ``arr``
+    itself when ``owned`` and already writable and C-ordered, else a fresh copy."""
+    if owned and arr.flags.writeable and arr.flags.c_contiguous:
+        return WireTensor("float32", arr)
     return WireTensor("float32", np.array(arr, dtype=np.float32, order="C", copy=True))
 
 
-def check_outputs(value: Any, forms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def check_outputs(value: Any, forms: dict[str, dict[str, Any]],
+                  owned: bool = False) -> dict[str, Any]:
     """The run's outputs in their declared form, or PlanOutputRejected.
 
     Parameters
@@ -51,12 +55,17 @@ def check_outputs(value: Any, forms: dict[str, dict[str, Any]]) -> dict[str, Any
         What the plan's entry function returned (decoded from the kernel).
     forms : dict
         ``policy.outputs`` of the plan.
+    owned : bool
+        ``value`` was decoded from a private copy of the kernel's reply that
+        nothing else holds (:meth:`~.plan_kernels.PlanKernels.run`): its writable
+        arrays are kept as they are instead of copied once more.
 
     Returns
     -------
     dict
         ``{name: {param: WireTensor float32}}`` for tensors outputs, ``float``
-        for scalars, ``int`` for counts: fresh objects, not views of the frame.
+        for scalars, ``int`` for counts: objects of their own, not views of
+        anything another party can still write.
     """
     if not isinstance(value, dict):
         raise _reject("*", f"the entry function must return a dict of outputs, not "
@@ -72,7 +81,7 @@ def check_outputs(value: Any, forms: dict[str, dict[str, Any]]) -> dict[str, Any
     for name, form in forms.items():
         v = value[name]
         if form["kind"] == "tensors":
-            out[name] = _check_tensors(name, v, form["shapes"])
+            out[name] = _check_tensors(name, v, form["shapes"], owned)
         elif form["kind"] == "scalar":
             out[name] = _check_scalar(name, v)
         else:
@@ -80,7 +89,8 @@ def check_outputs(value: Any, forms: dict[str, dict[str, Any]]) -> dict[str, Any
     return out
 
 
-def _check_tensors(name: str, v: Any, shapes: dict[str, list[int]]) -> dict[str, Any]:
+def _check_tensors(name: str, v: Any, shapes: dict[str, list[int]],
+                   owned: bool = False) -> dict[str, Any]:
     if not isinstance(v, dict) or set(v) != set(shapes):
         raise _reject(name, "a dict of exactly the declared tensor names is expected")
     out = {}
@@ -94,7 +104,7 @@ def _check_tensors(name: str, v: Any, shapes: dict[str, list[int]]) -> dict[str,
             raise _reject(name, f"{pname!r} has shape {list(arr.shape)}, not {shape}")
         if not np.isfinite(arr).all():
             raise _reject(name, f"{pname!r} holds a NaN or an infinity")
-        out[pname] = _tensor(arr)
+        out[pname] = _tensor(arr, owned)
     return out
 
 

@@ -130,12 +130,17 @@ class PlanStore:
     ----------
     store : Store
         The worker's state (its connection and audit log are reused).
+    shared_documents : bool
+        Hand out one parsed document per stored text, shared between the rows that
+        read it (the worker's run path reads its plan several times per run and only
+        reads it); by default each row parses its own (what callers may change).
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, shared_documents: bool = False) -> None:
         self.store = store
         self.db = store.db
         self.db.executescript(SCHEMA)
+        self._parse = _document if shared_documents else json.loads
 
     # -- plans -------------------------------------------------------------------
     def submit(self, scientist: str, doc: dict[str, Any], reason: str) -> PlanRow:
@@ -248,7 +253,7 @@ class PlanStore:
                 raise PermissionDenied(f"no plan {plan_id} of yours on this worker",
                                        plan=plan_id)
             plan = self._row(row)
-            if plan.hash != plan_hash_ or plan_hash(plan.document) != plan.hash:
+            if plan.hash != plan_hash_ or not _hash_matches(row["document"], plan.hash):
                 raise PermissionDenied(f"plan {plan_id}'s stored document does not match the "
                                        "hash the owner decided on; it will not run",
                                        plan=plan_id)
@@ -345,8 +350,22 @@ class PlanStore:
         agg = self.db.execute(
             f"SELECT COUNT(*), COALESCE(SUM(epsilon), 0) FROM plan_runs WHERE plan_id=? AND "
             f"status IN ({','.join('?' * len(COUNTED))})", (d["id"], *COUNTED)).fetchone()
-        d["document"] = json.loads(d["document"])
+        d["document"] = self._parse(d["document"])
         return PlanRow(**d, runs_used=int(agg[0]), epsilon_spent=float(agg[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _document(text: str) -> dict[str, Any]:
+    """A stored plan document, parsed once (an FL plan's inputs.encoding holds a
+    declaration per column, so parsing is not free). Shared: read it only."""
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_matches(text: str, hash_: str) -> bool:
+    """Whether a stored document is the one its hash names (checked once per text)."""
+    return plan_hash(_document(text)) == hash_
 
 
 def dp_steps(rows: int, batch_size: int, local_epochs: int) -> tuple[float, int]:

@@ -17,6 +17,7 @@ expires and gives back what it held.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import secrets
 import socket
 import ssl
@@ -28,8 +29,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import FrameTooLarge, ProtocolError, QuotaExceeded
-from . import tls
+from ..errors import FrameTooLarge, MalformedFrame, ProtocolError, QuotaExceeded, VersionMismatch
+from . import frames, tls
 
 TICKET_BYTES = 16
 TICKET_TTL = 60.0
@@ -54,6 +55,21 @@ def _recv_into(sock: socket.socket, view: memoryview) -> None:
         if k == 0:
             raise ProtocolError("bulk connection closed mid-transfer")
         got += k
+
+
+def _alignment_pad(buf: bytearray, got: int) -> int | None:
+    """How many bytes to put before a frame arriving in ``buf`` so that its buffers
+    start 16-aligned and decode without a copy (:func:`.frames.aligned_copy`);
+    ``None`` while its prelude has not all arrived. The storage of a bytearray is
+    16-aligned and stays so when it grows, so the pad stays right."""
+    try:
+        _, header_len, _, prelude = frames.parse_prelude(memoryview(buf)[:got])
+    except MalformedFrame as exc:
+        return None if int(exc.data.get("needed", 0)) > got else 0
+    except VersionMismatch:
+        return 0
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buf)) + prelude + header_len
+    return (-start) % 16
 
 
 @dataclass(frozen=True)
@@ -278,17 +294,28 @@ class BulkServer:
 
     @staticmethod
     def _receive(conn: socket.socket, n: int, t: _Ticket) -> bytearray:
-        """Read ``n`` bytes; memory grows with what arrived, never with what was claimed."""
-        buf = bytearray()
-        piece = bytearray(min(n, _UPLOAD_PIECE))
-        view = memoryview(piece)
-        while len(buf) < n:
+        """Read ``n`` bytes straight into the frame; memory grows with what arrived (at
+        most twice it, plus one piece), never with what was claimed."""
+        buf = bytearray(min(n, _UPLOAD_PIECE))
+        got = 0
+        pad: int | None = None  # bytes put before the frame so that its buffers align
+        while got < n:
             if t.cancelled or time.monotonic() > t.expires:
                 raise ProtocolError("upload ticket expired mid-transfer")
-            k = conn.recv_into(view, min(n - len(buf), len(piece)))
+            at = (pad or 0) + got
+            if at == len(buf):  # full: grow by what has arrived (one piece at least)
+                buf += bytes(min(n - got, max(got, _UPLOAD_PIECE)))
+            with memoryview(buf) as view:
+                k = conn.recv_into(view[at:], min(len(buf) - at, _CHUNK))
             if k == 0:
                 raise ProtocolError("bulk connection closed mid-transfer")
-            buf += view[:k]
+            got += k
+            if pad is None:
+                pad = _alignment_pad(buf, got)
+                if pad:
+                    buf[0:0] = bytes(pad)
+        if pad:
+            del buf[:pad]  # from the front: O(1), the bytes stay where they are
         return buf
 
     def close(self) -> None:

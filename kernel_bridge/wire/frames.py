@@ -20,6 +20,7 @@ gives the total frame length (``prelude_size + header_len + sum(buffer_lengths)`
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from kernel_bridge.errors import FrameTooLarge, MalformedFrame, VersionMismatch
 __all__ = [
     "DEFAULT_FRAME_LIMIT",
     "MAGIC",
+    "aligned_copy",
     "MAX_BUFFERS",
     "PRELUDE_MIN",
     "SUPPORTED_VERSIONS",
@@ -126,6 +128,40 @@ def pack_bytes(header: Buffer, buffers: Sequence[Buffer]) -> bytes:
         The whole frame.
     """
     return b"".join(pack(header, buffers))
+
+
+def aligned_copy(frame: Buffer, align: int = 16) -> memoryview:
+    """A writable copy of one frame placed so that its buffers start ``align``-aligned.
+
+    Buffers follow the header back to back, so in a plain copy they start wherever
+    the header ends and a decoder must copy each misaligned array once more. Here
+    the one copy a receiver makes anyway (out of shared memory, say) is placed so
+    that decoded arrays can view it. Anything that is not a well-formed prelude is
+    copied as it is (the decoder then says what is wrong).
+
+    Parameters
+    ----------
+    frame : bytes-like
+        One frame (as :func:`pack` laid it out).
+    align : int
+        Alignment of the buffers' start, in bytes (16 suits every dtype).
+
+    Returns
+    -------
+    memoryview
+        Writable bytes equal to ``frame``.
+    """
+    view = _byte_view(frame)
+    try:
+        _, header_len, _, prelude = parse_prelude(view)
+        start = prelude + header_len
+    except (MalformedFrame, VersionMismatch):
+        start = 0
+    buf = bytearray(view.nbytes + align)
+    shift = (-(ctypes.addressof(ctypes.c_char.from_buffer(buf)) + start)) % align
+    out = memoryview(buf)[shift:shift + view.nbytes]
+    out[:] = view
+    return out
 
 
 def frame_size(header: Buffer, buffers: Sequence[Buffer]) -> int:

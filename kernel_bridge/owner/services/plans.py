@@ -44,7 +44,7 @@ from ...errors import (
     SyftError,
 )
 from ...fl.encoding import encode_inputs
-from ...wire import codec
+from ...wire import codec, frames
 from ...wire.protocol import Op
 from .. import limits
 from ..assets import Asset
@@ -104,7 +104,7 @@ class PlanService(Service):
 
     def __init__(self, ctx: WorkerContext, ledger: Ledger) -> None:
         super().__init__(ctx)
-        self.store = PlanStore(ctx.store)
+        self.store = PlanStore(ctx.store, shared_documents=True)  # this service only reads
         self.ledger = ledger
         self.store.interrupted()  # runs of a previous process: counted, never released
         self._held: dict[int, HeldRun] = {}
@@ -258,7 +258,7 @@ class PlanService(Service):
             self.store.finish(rid, "failed", error_type="Internal", spent=False)
             raise
         try:
-            outputs = check_outputs(value, plan.policy["outputs"])
+            outputs = check_outputs(value, plan.policy["outputs"], owned=True)
         except SyftError as exc:
             self.store.finish(rid, "rejected", error_type=type(exc).__name__, spent=False)
             raise
@@ -276,8 +276,8 @@ class PlanService(Service):
             self.store.finish(rid, "held", released={"held": summary})
             return {"run": self._run_info(rid)}
         self.store.finish(rid, "released", released=summary)  # committed before release
-        data = codec.dumps(outputs)
-        out, _ = self.ctx.deliver([data], len(data))
+        header, buffers = codec.encode(outputs)
+        out, _ = self.ctx.deliver(frames.pack(header, buffers), frames.frame_size(header, buffers))
         return {**out, "run": self._run_info(rid)}
 
     # -- secure aggregation hook -------------------------------------------------------
