@@ -1187,3 +1187,24 @@ def test_bulk_uploads_are_received_aligned_in_any_chunking() -> None:
         got = codec.loads(buf, None, "wire")["w"]
         assert np.shares_memory(got, np.frombuffer(buf, np.uint8)), (pad, chunk)
         np.testing.assert_array_equal(got, w)
+
+
+def test_bulk_downloads_arrive_aligned() -> None:
+    import time
+
+    from kernel_bridge.wire import bulk
+
+    server = bulk.BulkServer()
+    try:
+        for pad in range(16):
+            data, w = _frame_with_header_pad(pad)
+            pieces = frames.pack(*codec.encode({"w": w, "note": "x" * pad}))
+            ticket, _ = server._add(bulk._Ticket("D", time.monotonic() + 60, source=pieces))
+            buf = bulk.download("127.0.0.1", server.port, ticket)
+            assert bytes(buf) == data
+            got = codec.loads(buf, None, "wire")["w"]
+            assert np.shares_memory(got, np.frombuffer(buf, np.uint8)), pad
+        ticket, _ = server._add(bulk._Ticket("D", time.monotonic() + 60, source=[b"not a frame"]))
+        assert bytes(bulk.download("127.0.0.1", server.port, ticket)) == b"not a frame"
+    finally:
+        server.close()

@@ -279,8 +279,9 @@ def run(data, weights, round=0, **args):
                                            for p, g in zip(model.parameters(), global_params))
             loss.backward()
             optimizer.step()
+    # Scaled in place: the model is this run's own (built from a copy of the weights).
     state = model.state_dict()
-    out["update"] = {{k: (v.detach().float() * n).contiguous() for k, v in state.items()}}
+    out["update"] = {{k: v.detach().float().mul_(n).contiguous() for k, v in state.items()}}
     out["num_examples"] = n
     return out
 '''

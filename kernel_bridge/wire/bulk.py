@@ -17,7 +17,6 @@ expires and gives back what it held.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import secrets
 import socket
 import ssl
@@ -57,19 +56,28 @@ def _recv_into(sock: socket.socket, view: memoryview) -> None:
         got += k
 
 
-def _alignment_pad(buf: bytearray, got: int) -> int | None:
-    """How many bytes to put before a frame arriving in ``buf`` so that its buffers
-    start 16-aligned and decode without a copy (:func:`.frames.aligned_copy`);
-    ``None`` while its prelude has not all arrived. The storage of a bytearray is
-    16-aligned and stays so when it grows, so the pad stays right."""
-    try:
-        _, header_len, _, prelude = frames.parse_prelude(memoryview(buf)[:got])
-    except MalformedFrame as exc:
-        return None if int(exc.data.get("needed", 0)) > got else 0
-    except VersionMismatch:
-        return 0
-    start = ctypes.addressof(ctypes.c_char.from_buffer(buf)) + prelude + header_len
-    return (-start) % 16
+def _read_prelude(sock: socket.socket, n: int) -> tuple[bytearray, int]:
+    """Read the prelude of an ``n``-byte frame; returns it and the pad to put before the
+    frame so that its buffers start 16-aligned (then decoded arrays view them, not a
+    copy; :func:`.frames.aligned_copy`). A bytearray's storage is 16-aligned (malloc)
+    and stays so when it grows. Anything but a frame gets no pad."""
+    prefix = bytearray(min(n, frames.PRELUDE_MIN))
+    _recv_into(sock, memoryview(prefix))
+    while True:
+        try:
+            _, header_len, _, prelude = frames.parse_prelude(prefix)
+            return prefix, (-(prelude + header_len)) % 16
+        except MalformedFrame as exc:
+            needed = int(exc.data.get("needed", 0))
+        except VersionMismatch:
+            return prefix, 0
+        # Out of the except block: its traceback holds a view of the prefix.
+        more = min(n, needed) - len(prefix)
+        if more <= 0:
+            return prefix, 0
+        tail = bytearray(more)
+        _recv_into(sock, memoryview(tail))
+        prefix += tail
 
 
 @dataclass(frozen=True)
@@ -296,13 +304,14 @@ class BulkServer:
     def _receive(conn: socket.socket, n: int, t: _Ticket) -> bytearray:
         """Read ``n`` bytes straight into the frame; memory grows with what arrived (at
         most twice it, plus one piece), never with what was claimed."""
-        buf = bytearray(min(n, _UPLOAD_PIECE))
-        got = 0
-        pad: int | None = None  # bytes put before the frame so that its buffers align
+        prefix, pad = _read_prelude(conn, n)
+        got = len(prefix)
+        buf = bytearray(pad + max(got, min(n, _UPLOAD_PIECE)))
+        buf[pad:pad + got] = prefix
         while got < n:
             if t.cancelled or time.monotonic() > t.expires:
                 raise ProtocolError("upload ticket expired mid-transfer")
-            at = (pad or 0) + got
+            at = pad + got
             if at == len(buf):  # full: grow by what has arrived (one piece at least)
                 buf += bytes(min(n - got, max(got, _UPLOAD_PIECE)))
             with memoryview(buf) as view:
@@ -310,10 +319,6 @@ class BulkServer:
             if k == 0:
                 raise ProtocolError("bulk connection closed mid-transfer")
             got += k
-            if pad is None:
-                pad = _alignment_pad(buf, got)
-                if pad:
-                    buf[0:0] = bytes(pad)
         if pad:
             del buf[:pad]  # from the front: O(1), the bytes stay where they are
         return buf
@@ -350,8 +355,12 @@ def download(host: str, port: int, ticket: bytes, timeout: float = 60.0,
         head = bytearray(_LEN.size)
         _recv_into(sock, memoryview(head))
         (n,) = _LEN.unpack(head)
-        buf = bytearray(n)
-        _recv_into(sock, memoryview(buf))
+        prefix, pad = _read_prelude(sock, n)
+        buf = bytearray(pad + n)
+        buf[pad:pad + len(prefix)] = prefix
+        _recv_into(sock, memoryview(buf)[pad + len(prefix):])
+        if pad:
+            del buf[:pad]  # from the front: O(1), the bytes stay where they are
         return buf
 
 
