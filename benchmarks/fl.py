@@ -300,7 +300,7 @@ def session(cfg: Config) -> dict[str, Any]:
     """Measure everything once (the lines below read from it)."""
     if _SESSION:
         return _SESSION
-    rounds = 1 if cfg.quick else 4
+    rounds = 1 if cfg.quick else 8  # timed rounds of each job (and of Flower): medians of 8
     work = Path(tempfile.mkdtemp(prefix="syftlab-flbench-"))
     out: dict[str, Any] = {"rounds": rounds}
     out["flower"] = flower_simulation(rounds + 1)

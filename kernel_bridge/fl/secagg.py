@@ -31,6 +31,7 @@ names both ways, as step 4's refusal shows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -60,8 +61,11 @@ _RAW_PUB = serialization.PublicFormat.Raw
 # -- fixed point in Z_2^64 ----------------------------------------------------------------
 def encode(values: np.ndarray, frac_bits: int = FRAC_BITS) -> np.ndarray:
     """Float values as fixed-point elements of Z_2^64 (uint64, two's complement)."""
-    scaled = np.rint(np.asarray(values, dtype=np.float64) * float(1 << frac_bits))
-    if np.any(np.abs(scaled) >= float(1 << 56)):  # room for a sum of 128 such values
+    scaled = np.array(values, dtype=np.float64)  # our own copy: scaled in place below
+    scaled *= float(1 << frac_bits)
+    np.rint(scaled, out=scaled)
+    limit = float(1 << 56)  # room for a sum of 128 such values
+    if scaled.size and (not scaled.max() < limit or not scaled.min() > -limit):
         raise InvalidQuery("a value is too large for secure aggregation's fixed-point ring")
     return scaled.astype(np.int64).view(np.uint64)
 
@@ -71,10 +75,22 @@ def decode(ring: np.ndarray, frac_bits: int = FRAC_BITS) -> np.ndarray:
     return np.asarray(ring, dtype=np.uint64).view(np.int64).astype(np.float64) / (1 << frac_bits)
 
 
-def prg(seed: bytes, size: int) -> np.ndarray:
-    """``size`` pseudo-random uint64 from a 32-byte seed (the ChaCha20 keystream)."""
+#: The PRG encrypts this many zero bytes at a time (the keystream goes on across
+#: calls): a small buffer kept warm instead of megabytes of fresh zeros per mask.
+_ZEROS = bytes(1 << 18)
+
+
+def prg(seed: bytes, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``size`` pseudo-random uint64 from a 32-byte seed (the ChaCha20 keystream),
+    written into ``out`` when given (a uint64 array of ``size``: no allocation)."""
+    if out is None:
+        out = np.empty(size, dtype=np.uint64)
     enc = Cipher(algorithms.ChaCha20(seed, b"\0" * 16), mode=None).encryptor()
-    return np.frombuffer(enc.update(bytes(8 * size)), dtype=np.uint64)
+    zeros, dest = memoryview(_ZEROS), out.data.cast("B")
+    for at in range(0, dest.nbytes, len(_ZEROS)):
+        n = min(len(_ZEROS), dest.nbytes - at)
+        enc.update_into(zeros[:n], dest[at:at + n])
+    return out
 
 
 def _kdf(secret: bytes, info: bytes) -> bytes:
@@ -128,16 +144,25 @@ def shamir_split(secret: bytes, ids: Iterable[int], threshold: int) -> dict[int,
     return out
 
 
-def shamir_combine(shares: Mapping[int, int], size: int = 32) -> bytes:
-    """The secret from at least ``threshold`` shares (Lagrange interpolation at 0)."""
-    secret = 0
-    for xi, yi in shares.items():
+@functools.lru_cache(maxsize=64)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """The Lagrange coefficients at 0 of the points ``xs`` (the same for every secret
+    shared among the same workers: computed once per round, not once per secret)."""
+    out = []
+    for xi in xs:
         num, den = 1, 1
-        for xj in shares:
+        for xj in xs:
             if xj != xi:
                 num = num * (-xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        secret = (secret + yi * num * pow(den, PRIME - 2, PRIME)) % PRIME
+        out.append(num * pow(den, -1, PRIME) % PRIME)
+    return tuple(out)
+
+
+def shamir_combine(shares: Mapping[int, int], size: int = 32) -> bytes:
+    """The secret from at least ``threshold`` shares (Lagrange interpolation at 0)."""
+    xs = tuple(sorted(shares))
+    secret = sum(shares[x] * c for x, c in zip(xs, _lagrange_at_zero(xs), strict=True)) % PRIME
     if secret >> (8 * size):
         raise InvalidQuery("the shares do not reconstruct a secret (too few, or wrong ones)")
     return secret.to_bytes(size, "big")
@@ -227,13 +252,19 @@ class Participant:
         if set(self._received) != set(self.keys):
             missing = sorted(set(self.keys) - set(self._received))
             raise InvalidQuery(f"secure aggregation: no shares yet from workers {missing}")
-        y: np.ndarray = np.asarray(ring, dtype=np.uint64) + prg(self._b, ring.size)
+        # In place, with one scratch buffer for every mask (uint64 wraps mod 2^64).
+        y: np.ndarray = np.array(ring, dtype=np.uint64)
+        m = prg(self._b, ring.size)
+        y += m
         mine = _priv_bytes(self._s)
         for j, (_, s_pub) in self.keys.items():
             if j == self.index:
                 continue
-            m = prg(pair_seed(mine, s_pub, self.context, self.index, j), ring.size)
-            y = y + m if j > self.index else y - m
+            prg(pair_seed(mine, s_pub, self.context, self.index, j), ring.size, out=m)
+            if j > self.index:
+                y += m
+            else:
+                y -= m
         self.masked = True
         return y
 
@@ -292,16 +323,20 @@ def unmask(masked: Mapping[int, np.ndarray], keys: Mapping[int, Mapping[str, byt
     size = next(iter(masked.values())).size
     total = np.zeros(size, dtype=np.uint64)
     for i in alive:
-        total = total + np.asarray(masked[i], dtype=np.uint64)
+        total += np.asarray(masked[i], dtype=np.uint64)
+    m = np.empty(size, dtype=np.uint64)  # one scratch buffer for every mask
     for i in alive:  # remove the survivors' self masks
         b = shamir_combine({int(h): int(r["b"][i]) for h, r in revealed.items()})
-        total = total - prg(b, size)
+        total -= prg(b, size, out=m)
     for j in dropped:  # remove the pairwise masks the dropped left in the survivors' inputs
         s_j = shamir_combine({int(h): int(r["s"][j]) for h, r in revealed.items()})
         for i in alive:
-            m = prg(pair_seed(s_j, bytes(keys[i]["s"]), context, i, j), size)
+            prg(pair_seed(s_j, bytes(keys[i]["s"]), context, i, j), size, out=m)
             # Survivor i added +m when j > i and -m when j < i: undo it.
-            total = total - m if j > i else total + m
+            if j > i:
+                total -= m
+            else:
+                total += m
     return total
 
 

@@ -58,7 +58,7 @@ class Session(Protocol):
         """The value a ``get`` reply carries (inline, or over the bulk path)."""
         ...
 
-    async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray:
+    async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray | memoryview:
         """The encoded value a ``request_result`` reply carries."""
         ...
 

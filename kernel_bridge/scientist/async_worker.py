@@ -199,7 +199,7 @@ class AsyncWorker:
         """The value a ``get`` reply carries (inline, or over the bulk path)."""
         return await self.conn.fetch_value(reply)
 
-    async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray:
+    async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray | memoryview:
         """The encoded value a ``request_result`` reply carries."""
         return await self.conn.fetch_frame(reply)
 

@@ -211,7 +211,7 @@ class Connection:
         self.bytes_received += len(data)
         return codec.loads(data, limit=None)
 
-    async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray:
+    async def fetch_frame(self, reply: dict[str, Any]) -> bytes | bytearray | memoryview:
         if "frame" in reply:
             return bytes(reply["frame"])
         port = int(self.info["bulk_port"])
