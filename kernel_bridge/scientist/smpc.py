@@ -69,6 +69,11 @@ async def _info(core: Any) -> dict[str, Any]:
     return info
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _call(core: Any, op: Op, /, **fields: Any) -> dict[str, Any]:
     try:
         reply: dict[str, Any] = await core.call_once(op, reply_timeout=REPLY_TIMEOUT, **fields)
@@ -121,6 +126,10 @@ class _Parties:
                       cid: str | None) -> list[dict[str, Any]]:
         """Run calls concurrently; on the first failure cancel the rest (and the computation)."""
         tasks = [asyncio.ensure_future(c) for c in calls]
+        for t in tasks:
+            # A call cancelled after the first failure may still end with its own error
+            # (its reply had arrived): retrieved here, not logged as never retrieved.
+            t.add_done_callback(_retrieve)
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             failed = [t for t in done if t.exception() is not None]
