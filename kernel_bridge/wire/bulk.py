@@ -58,34 +58,25 @@ def _recv_into(sock: socket.socket, view: memoryview) -> None:
         got += k
 
 
-def _data_start(prelude: bytearray) -> int | None:
-    """Where a frame's buffers start, from its whole prelude (None: not a frame)."""
-    try:
-        _, header_len, _, size = frames.parse_prelude(prelude)
-    except (MalformedFrame, VersionMismatch):
-        return None
-    return size + header_len
-
-
-def _read_prelude(sock: socket.socket, n: int) -> tuple[bytearray, int]:
-    """Read the prelude of an ``n``-byte frame; returns it and the pad to put before the
-    frame so that its buffers start 16-aligned (then decoded arrays view them, not a
-    copy; :func:`.frames.aligned_copy`). A bytearray's storage is 16-aligned (malloc)
-    and stays so when it grows. Anything but a frame gets no pad."""
+def _read_prelude(sock: socket.socket, n: int) -> tuple[bytearray, int | None]:
+    """Read the prelude of an ``n``-byte frame; returns it and where the frame's buffers
+    start (:func:`.frames.data_start`; ``None`` for anything but a frame), so that the
+    caller can place the frame with its buffers 16-aligned: decoded arrays then view
+    them instead of being copied (as :func:`.frames.aligned_copy` does)."""
     prefix = bytearray(min(n, frames.PRELUDE_MIN))
     _recv_into(sock, memoryview(prefix))
     while True:
         try:
             _, header_len, _, prelude = frames.parse_prelude(prefix)
-            return prefix, (-(prelude + header_len)) % 16
+            return prefix, prelude + header_len
         except MalformedFrame as exc:
             needed = int(exc.data.get("needed", 0))
         except VersionMismatch:
-            return prefix, 0
+            return prefix, None
         # Out of the except block: its traceback holds a view of the prefix.
         more = min(n, needed) - len(prefix)
         if more <= 0:
-            return prefix, 0
+            return prefix, None
         tail = bytearray(more)
         _recv_into(sock, memoryview(tail))
         prefix += tail
@@ -315,7 +306,9 @@ class BulkServer:
     def _receive(conn: socket.socket, n: int, t: _Ticket) -> bytearray:
         """Read ``n`` bytes straight into the frame; memory grows with what arrived (at
         most twice it, plus one piece), never with what was claimed."""
-        prefix, pad = _read_prelude(conn, n)
+        prefix, start = _read_prelude(conn, n)
+        # A bytearray's storage is 16-aligned (malloc) and stays so as it grows.
+        pad = (-start) % 16 if start is not None else 0
         got = len(prefix)
         buf = bytearray(pad + max(got, min(n, _UPLOAD_PIECE)))
         buf[pad:pad + got] = prefix
@@ -366,11 +359,10 @@ def download(host: str, port: int, ticket: bytes, timeout: float = 60.0,
         head = bytearray(_LEN.size)
         _recv_into(sock, memoryview(head))
         (n,) = _LEN.unpack(head)
-        prefix, _ = _read_prelude(sock, n)
+        prefix, start = _read_prelude(sock, n)
         # Not zero-filled (a bytearray's memset of megabytes holds the GIL); placed
         # so that the frame's buffers start 16-aligned.
         room = np.empty(n + 16, dtype=np.uint8)
-        start = _data_start(prefix)
         shift = (-(room.ctypes.data + start)) % 16 if start is not None else 0
         view = room.data[shift:shift + n]
         view[:len(prefix)] = prefix

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_FRAME_LIMIT",
     "MAGIC",
     "aligned_copy",
+    "data_start",
     "MAX_BUFFERS",
     "PRELUDE_MIN",
     "SUPPORTED_VERSIONS",
@@ -130,6 +131,16 @@ def pack_bytes(header: Buffer, buffers: Sequence[Buffer]) -> bytes:
     return b"".join(pack(header, buffers))
 
 
+def data_start(prefix: Buffer) -> int | None:
+    """Where a frame's buffers start, from a prefix holding its whole prelude; ``None``
+    when the prefix is not (yet) a frame's prelude."""
+    try:
+        _, header_len, _, prelude = parse_prelude(prefix)
+    except (MalformedFrame, VersionMismatch):
+        return None
+    return prelude + header_len
+
+
 def aligned_copy(frame: Buffer, align: int = 16) -> memoryview:
     """A writable copy of one frame placed so that its buffers start ``align``-aligned.
 
@@ -152,11 +163,7 @@ def aligned_copy(frame: Buffer, align: int = 16) -> memoryview:
         Writable bytes equal to ``frame``.
     """
     view = _byte_view(frame)
-    try:
-        _, header_len, _, prelude = parse_prelude(view)
-        start = prelude + header_len
-    except (MalformedFrame, VersionMismatch):
-        start = 0
+    start = data_start(view) or 0
     buf = bytearray(view.nbytes + align)
     shift = (-(ctypes.addressof(ctypes.c_char.from_buffer(buf)) + start)) % align
     out = memoryview(buf)[shift:shift + view.nbytes]
