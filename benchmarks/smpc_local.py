@@ -107,10 +107,10 @@ def _ring_figure(n: int, cfg: Config) -> Result:
     anchor = timed(lambda: a @ b)
     if not torch.equal(ring.ring_matmul(a, b), a @ b):
         raise AssertionError("ring_matmul differs from torch's int64 matmul")
-    int8 = n ** 3 >= ring._LARGE and ring._int8_fast()
+    method = ring.choose(n, n, n)
     return result(f"smpc ring_matmul {n}x{n}", median(ours) * 1e3, "ms", "torch int64 @",
                   median(anchor) * 1e3, Goal("<=", 1.0),
-                  f"ours (auto: {'int8 limbs' if int8 else 'int64'}) {spread_ms(ours)}; "
+                  f"ours (auto: {method}) {spread_ms(ours)}; "
                   f"torch int64 {spread_ms(anchor)}")
 
 

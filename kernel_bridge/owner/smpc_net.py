@@ -16,6 +16,7 @@ noticed in milliseconds, not at the timeout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import struct
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
+
+import numpy as np
 
 from ..errors import MessageRejected, PartyUnavailable, SyftError, UntrustedParty
 from ..smpc import channel
@@ -59,7 +62,113 @@ def write_frame(writer: asyncio.StreamWriter, frame: Any) -> None:
     writer.write(frame)
 
 Key = tuple[str, str, str]  # (sender, cid, kind)
-Payload = bytes | bytearray
+Payload = bytes | bytearray | memoryview
+
+
+#: Largest frame before the link is authenticated (a handshake is ~150 bytes).
+HELLO_LIMIT = 1 << 12
+#: Frames queued unread before the link stops reading (TCP then holds the sender back).
+QUEUE_FRAMES = 8
+#: Payloads start this aligned in their receive buffer, so tensors view them as they are.
+_ALIGN = 64
+
+
+class _FrameReader(asyncio.BufferedProtocol):
+    """An incoming link: length-prefixed frames read by the kernel straight into their own
+    buffers.
+
+    A stream reader would copy every byte three times (into its buffer, out of
+    it, into ``bytes``); here each frame gets an uninitialised buffer of its
+    size, placed so that the sealed payload (after the frame's 2-byte header
+    length and header) starts ``_ALIGN``-aligned, and the receiving end
+    decrypts it in place (:meth:`~kernel_bridge.smpc.channel.Receiver.open`).
+    """
+
+    def __init__(self, serve: Callable[[_FrameReader], Any]) -> None:
+        self._serve = serve
+        self.limit = HELLO_LIMIT
+        self.transport: asyncio.Transport | None = None
+        self._prefix = bytearray(_FRAME.size + 2)  # frame length, then header length
+        self._body: memoryview | None = None
+        self._got = 0
+        self._frames: collections.deque[memoryview] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+        self._closed: Exception | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        asyncio.get_running_loop().create_task(self._serve(self))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._body is None:
+            return memoryview(self._prefix)[self._got:]
+        return self._body[self._got:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._got += nbytes
+        if self._body is None:
+            if self._got < len(self._prefix):
+                return
+            (size,) = _FRAME.unpack_from(self._prefix, 0)
+            (hlen,) = struct.unpack_from("<H", self._prefix, _FRAME.size)
+            if size > self.limit or size < 2:
+                self._close(LinkClosed("a frame over the limit or malformed"))
+                return
+            if hlen > size - 2:  # not a sealed message's layout (a hello): the receiver judges
+                hlen = 0
+            raw = np.empty(size + _ALIGN, dtype=np.uint8)
+            off = -(raw.ctypes.data + 2 + hlen) % _ALIGN
+            self._body = memoryview(raw.data)[off:off + size]
+            self._body[:2] = self._prefix[_FRAME.size:]
+            self._got = 2
+        if self._got == self._body.nbytes:
+            self._frames.append(self._body)
+            self._body, self._got = None, 0
+            if len(self._frames) >= QUEUE_FRAMES and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _close(self, exc: Exception) -> None:
+        self._closed = self._closed or exc
+        if self.transport is not None:
+            self.transport.close()
+        self._notify()
+
+    def eof_received(self) -> bool:
+        self._close(LinkClosed("the far end closed the link"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = self._closed or LinkClosed(str(exc or "link closed"))
+        self._notify()
+
+    async def read(self) -> memoryview:
+        """The next frame (writable, the caller's own); :class:`LinkClosed` at the end."""
+        while not self._frames:
+            if self._closed is not None:
+                raise LinkClosed(str(self._closed))
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+        frame = self._frames.popleft()
+        if self._paused and len(self._frames) < QUEUE_FRAMES // 2 and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+        return frame
+
+    def write(self, frame: Any) -> None:
+        if self.transport is not None:
+            self.transport.write(_FRAME.pack(memoryview(frame).nbytes))
+            self.transport.write(frame)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _OutLink:
@@ -96,7 +205,7 @@ class PeerNet:
         self._start_lock = asyncio.Lock()
         self._out: dict[str, _OutLink] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
-        self._in: dict[str, asyncio.StreamWriter] = {}
+        self._in: dict[str, _FrameReader] = {}
         self._roles: dict[str, set[Role]] = {}
         self._arrived: dict[Key, Payload] = {}
         self._waiting: dict[Key, asyncio.Future[Payload]] = {}
@@ -110,8 +219,9 @@ class PeerNet:
         """Listen on a free port (once); returns it."""
         async with self._start_lock:
             if self._server is None:
-                self._server = await asyncio.start_server(self._incoming, self.host, 0,
-                                                          limit=STREAM_LIMIT)
+                loop = asyncio.get_running_loop()
+                self._server = await loop.create_server(
+                    lambda: _FrameReader(self._incoming), self.host, 0)
                 self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -121,30 +231,29 @@ class PeerNet:
         for link in list(self._out.values()):
             link.writer.close()
 
-    async def _incoming(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
+    async def _incoming(self, link: _FrameReader) -> None:
         name = None
         try:
-            hello = await asyncio.wait_for(read_frame(reader), HANDSHAKE_TIMEOUT)
-            h, reply, receiver = channel.respond(self.me, hello)
+            hello = await asyncio.wait_for(link.read(), HANDSHAKE_TIMEOUT)
+            h, reply, receiver = channel.respond(self.me, bytes(hello))
             roles = self.trust.trusts(h.sender, h.static)
             if not roles:
                 self.audit("smpc_untrusted", {"party": h.sender[:64]})
                 return
-            write_frame(writer, reply)
-            await writer.drain()
+            link.write(reply)
             name = h.sender
+            link.limit = MAX_MESSAGE
             self.audit("smpc_link", {"party": name[:64], "roles": sorted(roles)})
             old = self._in.get(name)
-            self._in[name], self._roles[name] = writer, roles
+            self._in[name], self._roles[name] = link, roles
             if old is not None:
                 old.close()
             while True:
-                frame = await read_frame(reader)
-                if len(frame) > 1 << 20:
-                    msg = await asyncio.to_thread(receiver.open, frame)
+                frame = await link.read()
+                if frame.nbytes > 1 << 20:
+                    msg = await asyncio.to_thread(receiver.open, frame, True)
                 else:
-                    msg = receiver.open(frame)
+                    msg = receiver.open(frame, True)
                 self._deliver(name, msg)
         except MessageRejected as exc:
             self.audit("smpc_rejected", {"party": (name or "?")[:64], "why": exc.data.get("why")})
@@ -154,8 +263,8 @@ class PeerNet:
         except (TimeoutError, LinkClosed, ConnectionError):
             pass
         finally:
-            writer.close()
-            if name is not None and self._in.get(name) is writer:
+            link.close()
+            if name is not None and self._in.get(name) is link:
                 del self._in[name]
                 self._fail_sender(name, PartyUnavailable(
                     f"SMPC party {name!r} left (its link closed)", party=name))

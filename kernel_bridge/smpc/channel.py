@@ -145,7 +145,7 @@ class Message:
     cid: str
     kind: str
     seq: int
-    payload: bytearray
+    payload: bytearray | memoryview
 
 
 class Sender:
@@ -184,9 +184,14 @@ class Receiver:
         self.sender, self.receiver = sender, receiver
         self.seq = 0
 
-    def open(self, frame: bytes | memoryview) -> Message:
-        """Check and decrypt one frame; :class:`MessageRejected` when anything is off."""
-        data = memoryview(frame)
+    def open(self, frame: bytes | bytearray | memoryview, in_place: bool = False) -> Message:
+        """Check and decrypt one frame; :class:`MessageRejected` when anything is off.
+
+        With ``in_place`` the payload is decrypted where the ciphertext lies
+        (``frame`` must be writable and the caller's own: a link's receive
+        buffer) and returned as a view of it; otherwise into a new buffer.
+        """
+        data = memoryview(frame).cast("B")
         try:
             (hlen,) = _LEN.unpack_from(data, 0)
             if hlen > MAX_HEADER:
@@ -208,7 +213,9 @@ class Receiver:
         body = data[2 + hlen:]
         if body.nbytes < TAG:
             raise MessageRejected("a truncated SMPC message was dropped", why="forged")
-        payload = bytearray(body.nbytes - TAG)  # writable: tensors can view it without a copy
+        # writable either way: tensors can view the payload without a copy
+        payload: bytearray | memoryview = body[:-TAG] if in_place \
+            else bytearray(body.nbytes - TAG)
         try:
             self._aead.decrypt_into(seq.to_bytes(12, "little"), body, header, payload)
         except InvalidTag:

@@ -7,11 +7,12 @@ with a kernel whose accumulation is exact, and adding the partial products
 back with shifts, keeping only the limb pairs whose shift is below 64 (the
 others vanish mod 2^64) -- the trick of CryptGPU (Tan et al., IEEE S&P 2021):
 
-* ``"float64"``: unsigned limbs of ``bits`` bits (16 by default, as in
-  CryptGPU: 4 limbs, 10 limb products) multiplied with float64 BLAS; the inner
-  dimension is cut in chunks of ``2**(53 - 2*bits)`` so every sum stays below
-  2^53 and is exact. Runs on a CUDA device too (``device="cuda"``); the same
-  code runs on ``device="cpu"`` in the tests.
+* ``"float64"``: balanced signed digits of 22 bits (:func:`signed_digits`:
+  3 digits, the 6 digit products whose shift is below 64; CryptGPU uses 4
+  unsigned 16-bit limbs and 10 products) multiplied with float64 BLAS; the
+  inner dimension is cut in chunks of 2048 so every partial sum is an integer
+  of magnitude at most 2^53, exact. Runs on a CUDA device too
+  (``device="cuda"``); the same code runs on ``device="cpu"`` in the tests.
 * ``"int8"``: signed byte limbs (digits in [-128, 127], obtained by adding and
   xoring ``0x80..80``) multiplied with ``torch._int_mm`` (int8 x int8 -> int32,
   AMX/VNNI on recent x86): for each shift ``8s`` one product of the
@@ -19,8 +20,9 @@ others vanish mod 2^64) -- the trick of CryptGPU (Tan et al., IEEE S&P 2021):
   products), inner dimension chunked so the int32 sums stay exact.
 * ``"int64"``: torch's own int64 matmul (small problems).
 
-``"auto"`` picks int64 for small problems and int8 limbs for large ones when
-the CPU has AMX (int8 tiles); a CUDA ``device`` always uses float64 limbs.
+``"auto"`` (:func:`choose`) picks int64 for tiny problems, int8 limbs for
+large ones when the CPU has AMX (int8 tiles), float64 digits otherwise; a
+CUDA ``device`` always uses float64 digits.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _INT8_CHUNK = 8192
 #: From this many multiply-adds (M*K*N) on, int8 limbs beat torch's int64 matmul
 #: (measured on a Xeon with AMX: about equal at 512^3, 1.8x faster at 1000^3).
 _LARGE = 1 << 27
+#: From this many multiply-adds on, float64 digits beat torch's int64 matmul (measured on
+#: an AMD EPYC, one thread: even at 64^3, 2.6x faster at 100^3, 6-9x at 1000^3).
+_FLOAT64_FROM = 1 << 18
 
 METHODS = ("auto", "int64", "int8", "float64")
 
@@ -52,27 +57,51 @@ def _mm_int64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
-def _mm_float64(a: torch.Tensor, b: torch.Tensor, bits: int = 16,
+def signed_digits(x: torch.Tensor, bits: int) -> list[torch.Tensor]:
+    """Balanced base-``2^bits`` digits: ``x = sum_i d_i 2^(bits*i)`` mod 2^64.
+
+    Every digit but the top one lies in ``[-2^(bits-1), 2^(bits-1))``; the top
+    one is the signed rest (``x``'s high bits), so no digit exceeds
+    ``2^(bits-1)`` in magnitude. Adding ``2^(bits-1)`` at every lower digit
+    position first turns plain unsigned digits into these (as ``_C80`` does
+    for bytes).
+    """
+    count = -(-64 // bits)
+    half = 1 << (bits - 1)
+    off = sum(half << (bits * i) for i in range(count - 1)) % (1 << 64)
+    y = x + (off - (1 << 64) if off >= 1 << 63 else off)
+    mask = (1 << bits) - 1
+    digits = [((y >> (bits * i)) & mask) - half for i in range(count - 1)]
+    return digits + [y >> (bits * (count - 1))]
+
+
+def _mm_float64(a: torch.Tensor, b: torch.Tensor, bits: int = 22,
                 device: str | torch.device | None = None) -> torch.Tensor:
-    """Exact ``a @ b mod 2^64`` (2-D) from float64 products of ``bits``-bit limbs."""
+    """Exact ``a @ b mod 2^64`` (2-D) from float64 products of balanced ``bits``-bit digits.
+
+    A digit is at most ``2^(bits-1)`` in magnitude, a digit product at most
+    ``2^(2*bits-2)``, so the inner dimension is cut in chunks of
+    ``2^(55 - 2*bits)`` and every partial sum is an integer of magnitude at
+    most 2^53: exact in float64 whatever order BLAS adds in. With 22-bit
+    digits (the default): 3 digits, the 6 digit pairs whose shift is below 64,
+    inner chunks of 2048.
+    """
     dev = torch.device(device) if device is not None else a.device
     m, k = a.shape
     n = b.shape[1]
-    nl = -(-64 // bits)
-    mask = (1 << bits) - 1
-    chunk = max(1, 1 << (53 - 2 * bits))
-    a_l = [((a >> (bits * i)) & mask).to(dev, torch.float64) for i in range(nl)]
-    b_l = [((b >> (bits * j)) & mask).to(dev, torch.float64) for j in range(nl)]
+    chunk = max(1, 1 << (55 - 2 * bits))
+    a_d = [d.to(dev, torch.float64) for d in signed_digits(a, bits)]
+    b_d = [d.to(dev, torch.float64) for d in signed_digits(b, bits)]
     out = torch.zeros((m, n), dtype=torch.int64, device=dev)
     for k0 in range(0, k, chunk):
         k1 = min(k, k0 + chunk)
-        for i in range(nl):
-            js = [j for j in range(nl) if (i + j) * bits < 64]
-            bc = torch.cat([b_l[j][k0:k1] for j in js], dim=1) if len(js) > 1 \
-                else b_l[js[0]][k0:k1]
-            r = (a_l[i][:, k0:k1] @ bc).to(torch.int64)
+        for i, ai in enumerate(a_d):
+            js = [j for j in range(len(b_d)) if (i + j) * bits < 64]
+            bc = torch.cat([b_d[j][k0:k1] for j in js], dim=1) if len(js) > 1 \
+                else b_d[js[0]][k0:k1]
+            r = (ai[:, k0:k1] @ bc).to(torch.int64)
             for idx, j in enumerate(js):
-                out += r[:, idx * n:(idx + 1) * n] << ((i + j) * bits)
+                out.add_(r[:, idx * n:(idx + 1) * n], alpha=1 << ((i + j) * bits))
     return out.to(a.device)
 
 
@@ -136,15 +165,33 @@ def _int8_fast() -> bool:
 _METHOD_FNS = {"int64": _mm_int64, "int8": _mm_int8}
 
 
+def choose(m: int, k: int, n: int, device: str | torch.device | None = None) -> str:
+    """The method ``"auto"`` uses for an ``(m, k) @ (k, n)`` product.
+
+    float64 digits on a CUDA device; int8 limbs for large products where the
+    CPU has AMX int8 tiles (without them ``torch._int_mm`` is a slow loop);
+    float64 digits (6 dgemms: 6-9x faster than torch's int64 matmul at 1000^3) from
+    about 64^3 multiply-adds on; torch's int64 matmul below, where the
+    digit split costs more than it saves.
+    """
+    if device is not None and torch.device(device).type != "cpu":
+        return "float64"
+    work = m * k * n
+    if work >= _LARGE and _int8_fast():
+        return "int8"
+    return "float64" if work >= _FLOAT64_FROM else "int64"
+
+
 def _mm2(a: torch.Tensor, b: torch.Tensor, method: str,
          device: str | torch.device | None) -> torch.Tensor:
     if method not in METHODS:
         raise ValueError(f"unknown ring matmul method {method!r}; one of {METHODS}")
     if device is not None and torch.device(device).type != "cpu" or method == "float64":
-        return _mm_float64(a, b, 16, device)
+        return _mm_float64(a, b, 22, device)
     if method == "auto":
-        m, k = a.shape
-        method = "int8" if m * k * b.shape[1] >= _LARGE and _int8_fast() else "int64"
+        method = choose(a.shape[0], a.shape[1], b.shape[1])
+        if method == "float64":
+            return _mm_float64(a, b)
     if method == "int8" and not _int8_works():
         method = "int64"
     return _METHOD_FNS[method](a.contiguous(), b.contiguous())

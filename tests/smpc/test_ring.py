@@ -80,3 +80,21 @@ def test_rejects() -> None:
         ring.ring_matmul(ring_elems((2, 2), 0), ring_elems((2, 2), 1), "fast")
     with pytest.raises(ValueError):
         ring.conv2d_out_shape((1, 3, 2, 2), (1, 3, 5, 5))
+
+
+def test_signed_digits_recompose_and_stay_small() -> None:
+    x = torch.cat([ring_elems((2000,), 8), torch.tensor([-2**63, 2**63 - 1, 0, -1, 1])])
+    for bits in (16, 22, 26):
+        digits = ring.signed_digits(x, bits)
+        assert len(digits) == -(-64 // bits)
+        back = torch.zeros_like(x)
+        for i, d in enumerate(digits):
+            assert int(d.abs().max()) <= 1 << (bits - 1)
+            back += d << (bits * i)
+        assert torch.equal(back, x)
+
+
+def test_auto_method_by_size() -> None:
+    assert ring.choose(8, 8, 8) == "int64"
+    assert ring.choose(100, 200, 100) in ("float64", "int8")
+    assert ring.choose(2, 2, 2, device="cuda") == "float64"
