@@ -61,6 +61,24 @@ def write_frame(writer: asyncio.StreamWriter, frame: Any) -> None:
     writer.write(_FRAME.pack(memoryview(frame).nbytes))
     writer.write(frame)
 
+#: A large frame is written in pieces of this size, each once the socket took the last
+#: (the link's transport has a zero high-water mark): otherwise what the socket cannot take
+#: at once is copied into the transport's buffer, a 16 MB frame into fresh memory whose
+#: pages all fault.
+WRITE_CHUNK = 1 << 18
+
+
+async def _write_chunked(writer: asyncio.StreamWriter, frame: Any) -> None:
+    """Write one length-prefixed frame and wait until the socket has taken it."""
+    view = memoryview(frame).cast("B")
+    writer.write(_FRAME.pack(view.nbytes))
+    for start in range(0, view.nbytes, WRITE_CHUNK):
+        writer.write(view[start:start + WRITE_CHUNK])
+        await writer.drain()
+    if not view.nbytes:
+        await writer.drain()
+
+
 Key = tuple[str, str, str]  # (sender, cid, kind)
 Payload = bytes | bytearray | memoryview
 
@@ -176,6 +194,8 @@ class _OutLink:
                  sender: channel.Sender) -> None:
         self.reader, self.writer, self.sender = reader, writer, sender
         self.lock = asyncio.Lock()
+        #: Reused for every large message (the largest so far; written whole before reuse).
+        self.buffer: memoryview | None = None
 
     @property
     def open(self) -> bool:
@@ -329,6 +349,10 @@ class PeerNet:
             except SyftError:
                 writer.close()
                 raise
+            # Wait for the socket to take every piece before writing the next: each piece
+            # goes to the kernel straight from the frame (never copied into the transport's
+            # buffer), and the send buffer is free for reuse once a frame is written.
+            writer.transport.set_write_buffer_limits(high=0)
             link = _OutLink(reader, writer, sender)
             self._out[peer] = link
             return link
@@ -337,13 +361,17 @@ class PeerNet:
         """Seal and send one message to ``peer`` (linking to ``url`` first if needed)."""
         link = await self._link(peer, url)
         async with link.lock:  # sequence numbers in send order
-            if memoryview(payload).nbytes > 1 << 20:
-                frame = await asyncio.to_thread(link.sender.seal, cid, kind, payload)
+            size = memoryview(payload).nbytes
+            if size > 1 << 20:
+                need = size + 2 + channel.MAX_HEADER + channel.TAG
+                if link.buffer is None or link.buffer.nbytes < need:
+                    link.buffer = memoryview(np.empty(need, dtype=np.uint8).data)
+                frame = await asyncio.to_thread(link.sender.seal, cid, kind, payload,
+                                                link.buffer)
             else:
                 frame = link.sender.seal(cid, kind, payload)
             try:
-                write_frame(link.writer, frame)
-                await link.writer.drain()
+                await _write_chunked(link.writer, frame)
             except ConnectionError:
                 self._out.pop(peer, None)
                 raise PartyUnavailable(f"SMPC party {peer!r} left", party=peer) from None

@@ -156,20 +156,27 @@ class Sender:
         self.sender, self.receiver = sender, receiver
         self.seq = 0
 
-    def seal(self, cid: str, kind: str, payload: bytes | bytearray | memoryview) -> bytearray:
+    def seal(self, cid: str, kind: str, payload: bytes | bytearray | memoryview,
+             out: memoryview | None = None) -> bytearray | memoryview:
         """One message, bound to (``cid``, sender, receiver, kind, sequence number).
 
         The ciphertext is written straight after the header, in one pass over
-        the payload (any buffer: bytes, or a tensor's memory).
+        the payload (any buffer: bytes, or a tensor's memory), into a new
+        buffer or, given ``out`` (at least ``payload + 2 + MAX_HEADER + TAG``
+        bytes), into ``out``'s start, returned as a view: a link reuses one
+        warm send buffer instead of faulting in fresh pages per message.
         """
         header = bytes(msgpack.packb([self.sender, self.receiver, self.seq, cid, kind]))
         if len(header) > MAX_HEADER:
             raise ProtocolError("an SMPC message header is too long")
-        nonce = self.seq.to_bytes(12, "little")
-        self.seq += 1
         body = memoryview(payload).cast("B")
         start = 2 + len(header)
-        frame = bytearray(start + body.nbytes + TAG)
+        size = start + body.nbytes + TAG
+        if out is not None and out.nbytes < size:
+            raise ValueError("the send buffer is too small for this message")
+        nonce = self.seq.to_bytes(12, "little")
+        self.seq += 1
+        frame = bytearray(size) if out is None else out.cast("B")[:size]
         _LEN.pack_into(frame, 0, len(header))
         frame[2:start] = header
         self._aead.encrypt_into(nonce, body, header, memoryview(frame)[start:])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,9 @@ import torch
 
 import kernel_bridge as kb
 from kernel_bridge.errors import ApprovalRequired, RequestDenied, RequestPending, SMPCError
+from kernel_bridge.smpc import keys
 from kernel_bridge.smpc.fixed import ULP
+from kernel_bridge.wire.protocol import Op
 from tests.conftest import DATASETS
 
 Workers = tuple[kb.Worker, kb.Worker, kb.Worker]
@@ -139,3 +143,22 @@ def test_share_checks(smpc_workers: Workers) -> None:
     xs.free()
     with pytest.raises(kb.PermissionDenied):
         xs.reveal()
+
+
+def test_parties_and_the_dealer_compute_on_the_workers_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's own default here would be two threads per worker: two parties on two cores
+    # then spin on each other's threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    names = [("alice", False), ("bob", False), ("carol", True)]
+    ws = [kb.launch(n, dealer=d, state=tmp_path / n, threads=1, trust_launched=False)
+          for n, d in names]
+    try:
+        keys.trust_each_other([(n, tmp_path / n, d) for n, d in names])
+        x = kb.smpc.share(torch.arange(6.0).reshape(2, 3), parties=ws[:2], dealer=ws[2])
+        t = torch.arange(6.0).reshape(2, 3)
+        assert torch.allclose((x @ x.transpose()).reveal().float(), t @ t.T, atol=1e-3)
+        assert [w._call(Op.SMPC_INFO)["smpc"]["threads"] for w in ws] == [1, 1, 1]
+    finally:
+        for w in ws:
+            w.close()

@@ -17,7 +17,9 @@ through a reveal every involved owner approved.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,17 @@ if TYPE_CHECKING:
 # a worker that never computes under SMPC should not pay.
 
 MAX_PARTIES = 8
+
+
+@functools.cache
+def torch_threads(n: int) -> None:
+    """Run this process's torch on ``n`` threads (once). Parties and the dealer compute
+    in the worker process; two workers on two cores with torch's default of one thread
+    per core make a 2 ms product take 40 ms now and then (threads spinning on each other),
+    which is why kernels take ``threads`` too."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
 #: Programs on at most this many input and output elements run on the event loop (a
 #: step takes well under a millisecond; a thread hop would cost more than the step).
 INLINE_ELEMENTS = 1 << 16
@@ -83,12 +96,20 @@ class SMPCService(Service):
         self.groups: dict[str, Group] = {}
 
     def ops(self) -> Mapping[Op, Handler]:
-        return {Op.SMPC_INFO: self.op_smpc_info, Op.SMPC_SHARE: self.op_smpc_share,
-                Op.SMPC_ACCEPT: self.op_smpc_accept, Op.SMPC_PUT: self.op_smpc_put,
-                Op.SMPC_DEAL: self.op_smpc_deal, Op.SMPC_RUN: self.op_smpc_run,
-                Op.SMPC_ABORT: self.op_smpc_abort, Op.SMPC_REVEAL: self.op_smpc_reveal,
-                Op.SMPC_REQUEST: self.op_smpc_request, Op.SMPC_RESULT: self.op_smpc_result,
-                Op.SMPC_FREE: self.op_smpc_free}
+        handlers = {Op.SMPC_SHARE: self.op_smpc_share, Op.SMPC_ACCEPT: self.op_smpc_accept,
+                    Op.SMPC_PUT: self.op_smpc_put, Op.SMPC_DEAL: self.op_smpc_deal,
+                    Op.SMPC_RUN: self.op_smpc_run}
+        return {Op.SMPC_INFO: self.op_smpc_info, Op.SMPC_ABORT: self.op_smpc_abort,
+                Op.SMPC_REVEAL: self.op_smpc_reveal, Op.SMPC_REQUEST: self.op_smpc_request,
+                Op.SMPC_RESULT: self.op_smpc_result, Op.SMPC_FREE: self.op_smpc_free,
+                **{op: self._computing(h) for op, h in handlers.items()}}
+
+    def _computing(self, handler: Handler) -> Handler:
+        """``handler``, run with this worker's torch on ``threads`` threads (its setting)."""
+        async def run(session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+            torch_threads(self.ctx.config.threads)
+            return await handler(session, msg)
+        return run
 
     def kernels(self, op: Op, session: Session, msg: dict[str, Any]) -> set[str]:
         return kernels_of(session, [msg.get("pointer")]) if op == Op.SMPC_SHARE else set()
@@ -168,9 +189,11 @@ class SMPCService(Service):
     async def op_smpc_info(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """This worker's SMPC port, identity key and its fingerprint, and role (all public)."""
         port = await self.net.start()
+        torch = sys.modules.get("torch")  # not imported before the first computation
         return {"smpc": {"name": self.name, "port": port, "public": self.identity.public.hex(),
                          "fingerprint": self.identity.fingerprint,
-                         "role": "dealer" if self.settings.dealer else "party"}}
+                         "role": "dealer" if self.settings.dealer else "party",
+                         "threads": torch.get_num_threads() if torch else None}}
 
     async def op_smpc_share(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """Secret-share the value of one of the session's pointers among ``parties``.
