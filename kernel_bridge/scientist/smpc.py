@@ -187,7 +187,10 @@ class SharedTensor:
         self._parties, self.sid = parties, sid
         self.shape = tuple(int(s) for s in shape)
         self.taint = {k: list(v) for k, v in taint.items()}
-        #: Timings of the op that made this value: ``offline_s`` (dealer), ``online_s``.
+        #: Timings of the op that made this value: ``offline_s`` (dealer), ``online_s``
+        #: (this client's round trip), ``party_online_s`` (the slowest party's own time
+        #: with its material at hand) and ``material_s`` (the longest a party still waited
+        #: for the dealer's material).
         self.timings: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -244,6 +247,8 @@ class SharedTensor:
         party = [float(r["online_s"]) for r in replies[:len(p.cores)] if "online_s" in r]
         if party:
             timings["party_online_s"] = max(party)  # as each party timed its own run
+            timings["material_s"] = max(float(r.get("material_s", 0.0))
+                                        for r in replies[:len(p.cores)])
         result = SharedTensor(p, out, replies[0]["shape"], replies[0]["taint"])
         result.timings = timings
         return result

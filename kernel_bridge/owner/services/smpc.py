@@ -324,7 +324,10 @@ class SMPCService(Service):
         ``dealer`` (name, when the op needs material). Masked values are opened
         with the other parties only. Every wait has a timeout; a failure
         cancels the computation on the other parties. Releases the result's
-        shape and taint and the online time.
+        shape and taint, the online time (from the inputs and the material at
+        hand to the output share) and the time spent waiting for the dealer's
+        material (``material_s``: the tail of the preprocessing, when the op
+        starts before the material has all arrived).
         """
         import torch
 
@@ -345,6 +348,7 @@ class SMPCService(Service):
         if not isinstance(params, dict):
             raise ProtocolError("'params' is a map")
         t0 = time.perf_counter()
+        material_s = 0.0  # waiting for the dealer's material: preprocessing, not online
         try:
             shapes = tuple(tuple(v.shape) for v in inputs)
             recipes = list(spec.recipes(shapes, params, len(parties)))
@@ -354,7 +358,9 @@ class SMPCService(Service):
                 if not isinstance(dealer, str):
                     raise ProtocolError("this op needs a dealer")
                 self._check_peer(dealer, "dealer")
+                t_material = time.perf_counter()
                 doc = await self._recv_doc(dealer, cid, "material")
+                material_s = time.perf_counter() - t_material
                 if "dealer" not in self.net.roles(dealer):
                     raise UntrustedParty(f"{dealer!r} is not a trusted dealer", party=dealer)
                 expect = codec.loads(codec.dumps([recipe_doc(r) for r in recipes]))
@@ -384,7 +390,7 @@ class SMPCService(Service):
                        [f"{out} = {msg.get('protocol')}({', '.join(map(str, sids))})"])
         self._put(session, out, value)
         return {"shape": value.shape, "taint": value.taint,
-                "online_s": time.perf_counter() - t0}
+                "online_s": time.perf_counter() - t0 - material_s, "material_s": material_s}
 
     async def _drive(self, program: Any, cid: str, parties: tuple[str, ...],
                      urls: dict[str, str], inline: bool = False) -> Any:
