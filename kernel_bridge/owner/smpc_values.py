@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ProtocolError, SMPCError
+from ..wire import codec, frames
 
 if TYPE_CHECKING:
     import torch
@@ -92,9 +93,29 @@ def as_float_tensor(value: Any) -> torch.Tensor:
 
 def pack(values: list[torch.Tensor]) -> Any:
     """An Open's contributions as one flat buffer (the receiver knows shapes and dtypes:
-    its own contributions have the same)."""
-    flat = [v.reshape(-1).numpy().view(np.uint8) for v in values]
-    return flat[0] if len(flat) == 1 else np.concatenate(flat)
+    its own contributions have the same).
+
+    Contributions a protocol laid out back to back in one buffer
+    (:func:`kernel_bridge.smpc.arith.masked`) are sent from there, without a copy.
+    """
+    import torch
+
+    flat = [v.reshape(-1) for v in values]
+    if len(flat) > 1 and all(v.is_contiguous() for v in flat):
+        nbytes = [v.numel() * v.element_size() for v in flat]
+        at = flat[0].data_ptr()
+        storage = flat[0].untyped_storage()
+        for v, size in zip(flat, nbytes, strict=True):
+            if v.data_ptr() != at or v.untyped_storage().data_ptr() != storage.data_ptr():
+                break
+            at += size
+        else:
+            whole = torch.empty(0, dtype=torch.uint8).set_(
+                storage, flat[0].storage_offset() * flat[0].element_size(), (sum(nbytes),),
+                (1,))
+            return whole.numpy()
+    arrays = [v.numpy().view(np.uint8) for v in flat]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def unpack(payload: bytearray, like: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -132,3 +153,30 @@ def parse_recipes(raw: Any) -> list[Recipe]:
         except (KeyError, TypeError, ValueError):
             raise ProtocolError("a recipe is {kind, shapes, params}") from None
     return out
+
+
+def aligned_doc(doc: Any) -> bytes:
+    """``doc``'s wire frame after a pad (its length, then zeros) that puts the frame's
+    buffers 64-aligned in the payload, which the receiving link places 64-aligned: its
+    tensors (dealer material, shares) then decode as views of the receive buffer, where
+    misaligned ones would each be copied."""
+    header, buffers = codec.encode(doc)
+    pieces = frames.pack(header, buffers)
+    start = sum(memoryview(p).nbytes for p in pieces[:2])  # prelude and header
+    pad = -(1 + start) % 64
+    return b"".join([bytes([pad]) + bytes(pad), *pieces])
+
+
+def doc_frame(payload: Any) -> memoryview:
+    """The wire frame in a payload made by :func:`aligned_doc` (a view, no copy)."""
+    view = memoryview(payload).cast("B")
+    return view[1 + view[0]:] if view.nbytes else view
+
+
+def compact(share: torch.Tensor) -> torch.Tensor:
+    """``share`` holding only its own bytes: a view of a larger buffer (a protocol's output
+    is often the dealer's material, decoded in place from the whole frame it came in)
+    is copied out, so that a stored share does not keep the frame alive."""
+    if share.untyped_storage().nbytes() > share.numel() * share.element_size():
+        return share.clone()
+    return share

@@ -44,32 +44,59 @@ _OFFSET = 1 << 62
 # -- sub-protocols (used with ``yield from``) -------------------------------------------------
 
 
+def masked(*pairs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``x - m`` for each ``(x, m)`` pair of equal shapes, back to back in one buffer.
+
+    Opened together, they leave as one message without being copied into one first
+    (:func:`kernel_bridge.owner.smpc_values.pack`).
+    """
+    flat = torch.empty(sum(x.numel() for x, _ in pairs), dtype=torch.int64)
+    out, at = [], 0
+    for x, m in pairs:
+        if x.shape != m.shape:
+            raise ShapeError(f"material of shape {tuple(m.shape)} for a share of shape "
+                             f"{tuple(x.shape)}")
+        view = flat[at:at + x.numel()].view(x.shape)
+        out.append(torch.sub(x, m, out=view))
+        at += x.numel()
+    return tuple(out)
+
+
 def beaver(party: int, x: torch.Tensor, y: torch.Tensor, m: Material, op: Bilinear) -> Gen:
-    """Shares of ``op(x, y)`` for a bilinear ``op``, from a triple of the same ``op``. 1 round."""
-    d, e = yield Open((x - m["a"], y - m["b"]))
-    b = m["b"] + e if party == 0 else m["b"]
+    """Shares of ``op(x, y)`` for a bilinear ``op``, from a triple of the same ``op``. 1 round.
+
+    The party's own material is used up in place (each triple serves one product);
+    opened values are the parties' common answer and are only read.
+    """
+    d, e = yield Open(masked((x, m["a"]), (y, m["b"])))
+    b = m["b"].add_(e) if party == 0 else m["b"]
     if op is ring.ring_matmul and d.dim() == 2 and e.dim() == 2:
         # d @ b + a @ e as one product with a twice longer inner dimension.
-        return m["c"] + ring.ring_matmul(torch.cat((d, m["a"]), 1), torch.cat((b, e), 0))
-    if op is torch.mul and d.shape == b.shape == m["a"].shape == e.shape:
-        return torch.addcmul(m["c"], d, b).addcmul_(m["a"], e)  # fewer passes over memory
+        return m["c"].add_(ring.ring_matmul(torch.cat((d, m["a"]), 1), torch.cat((b, e), 0)))
+    if op is torch.mul and d.shape == b.shape == m["a"].shape == e.shape == m["c"].shape:
+        return m["c"].addcmul_(d, b).addcmul_(m["a"], e)  # no new memory, fewer passes
     return m["c"] + op(d, b) + op(m["a"], e)
 
 
 def truncate(party: int, x: torch.Tensor, m: Material, bits: int = fixed.FRAC_BITS) -> Gen:
-    """Shares of ``x / 2^bits`` (within one ulp, see the module docstring). 1 round."""
-    u = x - m["r"]
+    """Shares of ``x / 2^bits`` (within one ulp, see the module docstring). 1 round.
+
+    Uses up the party's material in place; ``x`` and the opened value are only read.
+    """
+    u = torch.sub(x, m["r"], out=m["r"])
     if party == 0:
         u += _OFFSET
     (c,) = yield Open((u,))
-    # wrap of c + r: msb(c) OR msb(r), with c public; out = hi - wrap * 2^(64 - bits).
-    w = m["msb"].masked_fill(c < 0, 1 if party == 0 else 0)
-    w <<= 64 - bits
-    out = m["hi"] - w
+    # out = hi - wrap * 2^(64 - bits) (+ c >>> bits for party 0), with the wrap of c + r
+    # = msb(c) OR msb(r) and c public. Where msb(c) = 1 party 0's wrap share is 1 and
+    # cancels the top bits an arithmetic shift of c sets, so for every party:
+    #   out = hi - (msb(c) ? 0 : msb_share << (64 - bits))  (+ (c >> bits) + const, party 0)
+    wrap = m["msb"]
+    wrap <<= 64 - bits
+    wrap &= (c >> 63).bitwise_not_()  # all ones where msb(c) = 0 (4x faster than masked_fill_)
+    out = torch.sub(m["hi"], wrap)  # new memory: the result outlives the material's buffer
     if party == 0:
-        c_hi = c >> bits
-        c_hi &= (1 << (64 - bits)) - 1
-        out += c_hi
+        out += c >> bits
         out += 1 - (1 << (62 - bits))
     return out
 

@@ -12,9 +12,13 @@ so only the two pinned workers can compute it (the static terms), and every
 link has a new key (the ephemeral terms): a message recorded on an old link,
 even of a worker since restarted, never opens on a new one.
 
-Each message is sealed with AES-256-GCM (three times faster than
-ChaCha20-Poly1305 on CPUs with AES instructions, which matters for the
-megabytes a large matmul opens). Its header (sent in the clear,
+Each message is sealed with AES-256-OCB3 (RFC 7253, via ``cryptography``): an
+AEAD with one AES pass and no GHASH, 1.5 times faster than AES-256-GCM and 2.5
+times faster than ChaCha20-Poly1305 on CPUs with AES instructions (4.9 against
+3.3 and 1.9 GB/s on the benchmark machine), which matters for the megabytes a
+large product opens (its patents were released for all use). Its security
+bound is the birthday bound of a 128-bit block cipher: negligible for the
+terabytes one link key could carry. Its header (sent in the clear,
 authenticated as associated data) binds it to the computation id, the sender,
 the receiver, a kind and the link's sequence number; the nonce is the sequence
 number, and the receiver accepts only the next one in order. So a forged or
@@ -36,7 +40,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESOCB3
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -47,7 +51,7 @@ PROTOCOL = b"syftlab-smpc-link-v1"
 #: Largest header accepted (names, computation id, kind): a few hundred bytes in practice.
 MAX_HEADER = 1024
 _LEN = struct.Struct("<H")
-TAG = 16  # GCM tag bytes
+TAG = 16  # OCB3 tag bytes
 
 
 def _raw(key: X25519PrivateKey) -> bytes:
@@ -152,7 +156,7 @@ class Sender:
     """The sealing end of a link (one direction; sequence numbers from 0)."""
 
     def __init__(self, key: bytes, sender: str, receiver: str) -> None:
-        self._aead = AESGCM(key)
+        self._aead = AESOCB3(key)
         self.sender, self.receiver = sender, receiver
         self.seq = 0
 
@@ -187,7 +191,7 @@ class Receiver:
     """The opening end of a link: accepts only the next sequence number, from its peer."""
 
     def __init__(self, key: bytes, sender: str, receiver: str) -> None:
-        self._aead = AESGCM(key)
+        self._aead = AESOCB3(key)
         self.sender, self.receiver = sender, receiver
         self.seq = 0
 

@@ -11,7 +11,10 @@ parties, it yields a request and is sent the answer:
 Dealer material (Beaver triples, truncation pairs, comparison bits) is made
 *before* the online phase from a :class:`Recipe` that depends only on public
 shapes, so the dealer never sees a share of the data; each party's program is
-given its own part of the material as an argument.
+given its own part of the material as an argument, and uses it up (in place:
+material serves one run). A program only reads its input shares and the
+opened values it is sent (in the local engine every party is sent the same
+tensors).
 
 Two engines run party programs: :mod:`.local` runs all parties in lockstep in
 one process (tests, in-process benchmarks); the worker's SMPC service runs one

@@ -120,7 +120,9 @@ def execute(op_name: str, shares_per_input: Sequence[Sequence[torch.Tensor]],
     offline = time.perf_counter() - t0
 
     inputs = [tuple(s[p] for s in shares_per_input) for p in range(n)]
-    views = [View(inputs[p], material[p]) for p in range(n)] if record else None
+    # programs use their material up in place: a view keeps it as the dealer sent it
+    views = [View(inputs[p], [{k: t.clone() for k, t in m.items()} for m in material[p]])
+             for p in range(n)] if record else None
     t0 = time.perf_counter()
     critical = 0.0
     programs: list[Program] = []

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_bridge.owner import smpc_net
+from kernel_bridge.owner import smpc_frames
 from kernel_bridge.smpc import channel, keys
 
 
@@ -33,15 +33,15 @@ class _Transport:
         self.written.append(bytes(data))
 
 
-def _reader() -> tuple[smpc_net._FrameReader, _Transport]:
+def _reader() -> tuple[smpc_frames.FrameReader, _Transport]:
     served: list[Any] = []
-    r = smpc_net._FrameReader(lambda link: served.append(link) or asyncio.sleep(0))
+    r = smpc_frames.FrameReader(lambda link: served.append(link) or asyncio.sleep(0))
     t = _Transport()
     r.transport = t  # type: ignore[assignment]
     return r, t
 
 
-def _feed(r: smpc_net._FrameReader, data: bytes, cuts: list[int]) -> None:
+def _feed(r: smpc_frames.FrameReader, data: bytes, cuts: list[int]) -> None:
     """Deliver ``data`` the way the event loop would, in pieces ending at ``cuts``."""
     pos = 0
     for end in sorted({min(c, len(data)) for c in cuts} | {len(data)}):
@@ -70,7 +70,7 @@ def _sealed_frames(count: int) -> tuple[list[bytes], channel.Receiver]:
 def test_frames_survive_any_chunking_and_open_aligned(count: int, cuts: list[int]) -> None:
     frames, receiver = _sealed_frames(count)
     r, t = _reader()
-    r.limit = smpc_net.MAX_MESSAGE
+    r.limit = smpc_frames.MAX_MESSAGE
     stream = b"".join(struct.pack("<Q", len(f)) + f for f in frames)
     _feed(r, stream, cuts)
     got = list(r._frames)
@@ -90,9 +90,9 @@ def test_a_frame_over_the_limit_closes_the_link_before_any_allocation() -> None:
 
 
 def test_a_flood_of_frames_pauses_reading_until_they_are_taken() -> None:
-    frames, _ = _sealed_frames(smpc_net.QUEUE_FRAMES + 2)
+    frames, _ = _sealed_frames(smpc_frames.QUEUE_FRAMES + 2)
     r, t = _reader()
-    r.limit = smpc_net.MAX_MESSAGE
+    r.limit = smpc_frames.MAX_MESSAGE
     _feed(r, b"".join(struct.pack("<Q", len(f)) + f for f in frames), [])
     assert t.paused
 
@@ -104,3 +104,4 @@ def test_a_flood_of_frames_pauses_reading_until_they_are_taken() -> None:
         return n
 
     assert asyncio.run(drain()) == len(frames) and not t.paused
+

@@ -29,9 +29,9 @@ def test_matmul_exact_all_methods(m: int, k: int, n: int, seed: int) -> None:
     expect = reference(a, b)
     for method in ("int64", "int8", "float64", "auto"):
         assert torch.equal(ring.ring_matmul(a, b, method), expect), method
-    # the CUDA code path (16-bit limbs, float64) run on the CPU
+    # the CUDA code path (balanced 22-bit digits, float64 products) run on the CPU
     assert torch.equal(ring.ring_matmul(a, b, "float64", device="cpu"), expect)
-    # wider limbs need inner-dimension chunks: still exact
+    # wider digits need shorter inner-dimension chunks: still exact
     assert torch.equal(ring._mm_float64(a, b, 22), expect)
     assert torch.equal(ring._mm_float64(a, b, 26), expect)  # chunks of 2 products
 

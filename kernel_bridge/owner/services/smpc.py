@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 import sys
 import time
@@ -45,7 +46,10 @@ from ..smpc_values import (
     MAX_MAGNITUDE,
     Group,
     Shared,
+    aligned_doc,
     as_float_tensor,
+    compact,
+    doc_frame,
     merge_taint,
     pack,
     parse_recipes,
@@ -176,14 +180,13 @@ class SMPCService(Service):
                                  party=name, role=role)
 
     async def _recv_doc(self, sender: str, cid: str, kind: str) -> Any:
-        payload = await self.net.recv(sender, cid, kind, self.timeout)
-        if len(payload) > 1 << 20:
-            return await asyncio.to_thread(codec.loads, payload)
-        return codec.loads(payload)
+        frame = doc_frame(await self.net.recv(sender, cid, kind, self.timeout))
+        if frame.nbytes > 1 << 20:
+            return await asyncio.to_thread(codec.loads, frame)
+        return codec.loads(frame)
 
     async def _send_doc(self, peer: str, url: str, cid: str, kind: str, doc: Any) -> None:
-        data = await asyncio.to_thread(codec.dumps, doc)
-        await self.net.send(peer, url, cid, kind, data)
+        await self.net.send(peer, url, cid, kind, await asyncio.to_thread(aligned_doc, doc))
 
     # -- ops --------------------------------------------------------------------
     async def op_smpc_info(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +389,7 @@ class SMPCService(Service):
             result = result[0]
         if not isinstance(result, torch.Tensor):
             raise SMPCError("the protocol returned no share")
-        value = Shared(result, parties, merge_taint(inputs),
+        value = Shared(compact(result), parties, merge_taint(inputs),
                        [f"{out} = {msg.get('protocol')}({', '.join(map(str, sids))})"])
         self._put(session, out, value)
         return {"shape": value.shape, "taint": value.taint,
@@ -406,40 +409,41 @@ class SMPCService(Service):
         async def off(fn: Any, *args: Any) -> Any:
             return fn(*args) if inline else await asyncio.to_thread(fn, *args)
 
-        answer: Any = None
-        rnd = 0
+        def combine(theirs: list[Any], mine: list[torch.Tensor],
+                    how: str) -> tuple[torch.Tensor, ...]:
+            # into the first peer's receive buffer (ours): no new memory
+            out = unpack(theirs[0], mine)
+            for o, m in zip(out, mine, strict=True):
+                o.add_(m) if how == "add" else o.bitwise_xor_(m)
+            for payload in theirs[1:]:
+                for o, t in zip(out, unpack(payload, mine), strict=True):
+                    o.add_(t) if how == "add" else o.bitwise_xor_(t)
+            return tuple(out)
 
-        def advance(answer: Any) -> tuple[bool, Any]:
-            # StopIteration cannot cross a thread's future: hand the result back instead.
+        def step(last: tuple[list[Any], list[torch.Tensor], str] | None) -> tuple[Any, ...]:
+            """Combine the last opening, run the program to its next Open and pack it: one
+            thread hop per round. StopIteration cannot cross a thread's future: the
+            result comes back as ``(True, value)``."""
             try:
-                return False, program.send(answer)
+                opened = program.send(None if last is None else combine(*last))
             except StopIteration as stop:
-                return True, stop.value
-
-        while True:
-            finished, step = await off(advance, answer)
-            if finished:
-                return step
-            if not isinstance(step, Open):
+                return True, stop.value, [], None, ""
+            if not isinstance(opened, Open):
                 raise SMPCError("a protocol yielded something other than an Open")
-            mine = [v.contiguous() for v in step.values]
+            mine = [v.contiguous() for v in opened.values]
+            return False, None, mine, pack(mine), opened.combine
+
+        last = None
+        for rnd in itertools.count():
+            finished, value, mine, data, how = await off(step, last)
+            if finished:
+                return value
             kind = f"open:{rnd}"
-            rnd += 1
-            data = await off(pack, mine)
             sends = [self.net.send(p, urls[p], cid, kind, data) for p in urls]
             recvs = [self.net.recv(p, cid, kind, self.timeout) for p in urls]
             got = await asyncio.gather(*sends, *recvs)
-            theirs = got[len(sends):]
-
-            def combine(theirs: list[Any] = theirs, mine: list[torch.Tensor] = mine,
-                        how: str = step.combine) -> tuple[torch.Tensor, ...]:
-                out = list(mine)
-                for payload in theirs:
-                    for i, o in enumerate(unpack(payload, mine)):
-                        out[i] = out[i] + o if how == "add" else out[i] ^ o
-                return tuple(out)
-
-            answer = await off(combine)
+            last = (list(got[len(sends):]), mine, how)
+        raise AssertionError("unreachable")
 
     async def op_smpc_abort(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """Cancel a computation here and on the other parties (the scientist saw one fail)."""
@@ -504,7 +508,7 @@ class SMPCService(Service):
         """A peer asks whether this worker's owner approved reveal group ``m.cid``."""
         g = self.groups.get(m.cid)
         try:
-            doc = codec.loads(m.payload, limit=4096)
+            doc = codec.loads(doc_frame(m.payload), limit=4096)
         except SyftError:
             doc = {}
         status = "unknown"
