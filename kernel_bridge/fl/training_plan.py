@@ -235,12 +235,20 @@ class _SGD:
                 p.add_(p.grad, alpha=-self.lr)
 
 
+def _shuffled(X, y, batch_size):
+    """One epoch's minibatches in a fresh random order: DataLoader(shuffle=True)'s batches,
+    sliced at once instead of gathered row by row and stacked."""
+    return [(X[i], y[i]) for i in torch.randperm(len(y)).split(batch_size)]
+
+
+def _metrics(logits, y):
+    loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+    return float(loss), int((logits.argmax(dim=1) == y).sum())
+
+
 def _evaluate(model, X, y):
     with torch.no_grad():
-        logits = model(X)
-        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
-        correct = (logits.argmax(dim=1) == y).sum()
-    return float(loss), int(correct)
+        return _metrics(model(X), y)
 
 
 def run(data, weights, round=0, **args):
@@ -249,18 +257,22 @@ def run(data, weights, round=0, **args):
     n = int(len(y))
     model = _global_model(weights)
     out = {{}}
-    if SETTINGS["dp"] is None:
+    batch_size = int(SETTINGS["batch_size"])
+    # The global model's loss and hits on the local data: from the first training forward
+    # when that batch is the whole data (one pass less), else by a pass of their own.
+    whole = SETTINGS["dp"] is None and n <= batch_size
+    if SETTINGS["dp"] is None and not whole:
         out["loss"], out["correct"] = _evaluate(model, X, y)
     mu = float(SETTINGS["prox_mu"])
     global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y),
-                                         batch_size=int(SETTINGS["batch_size"]), shuffle=True)
-    trained = model
+    trained, loader = model, None
     if SETTINGS["dp"] is None:
         optimizer = _SGD(model.parameters(), float(SETTINGS["lr"]))
     else:
         from opacus import PrivacyEngine
 
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y),
+                                             batch_size=batch_size, shuffle=True)
         optimizer = torch.optim.SGD(model.parameters(), lr=float(SETTINGS["lr"]))
         engine = PrivacyEngine(accountant="rdp")
         trained, optimizer, loader = engine.make_private(
@@ -269,16 +281,21 @@ def run(data, weights, round=0, **args):
             max_grad_norm=float(SETTINGS["dp"]["max_grad_norm"]), poisson_sampling=True)
     trained.train()
     for _ in range(int(SETTINGS["local_epochs"])):
-        for xb, yb in loader:
+        for xb, yb in (loader if loader is not None else _shuffled(X, y, batch_size)):
             if len(yb) == 0:
                 continue  # Poisson sampling can draw an empty batch
             optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(trained(xb), yb)
+            logits = trained(xb)
+            if whole and "loss" not in out:
+                out["loss"], out["correct"] = _metrics(logits.detach(), yb)
+            loss = nn.functional.cross_entropy(logits, yb)
             if mu > 0:
                 loss = loss + mu / 2 * sum(((p - g) ** 2).sum()
                                            for p, g in zip(model.parameters(), global_params))
             loss.backward()
             optimizer.step()
+    if whole and "loss" not in out:  # no training pass ran (no rows)
+        out["loss"], out["correct"] = _evaluate(model, X, y)
     # Scaled in place: the model is this run's own (built from a copy of the weights).
     state = model.state_dict()
     out["update"] = {{k: v.detach().float().mul_(n).contiguous() for k, v in state.items()}}

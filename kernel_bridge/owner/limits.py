@@ -162,7 +162,7 @@ async def every(interval: float, fn: Callable[[], Any]) -> None:
         fn()
 
 
-def validate_upload(data: bytearray) -> tuple[bytes, list[memoryview]]:
+def validate_upload(data: bytearray | memoryview) -> tuple[bytes, list[memoryview]]:
     """Split and check an uploaded frame (blocking); returns its header and buffers."""
     header, buffers = frames.unpack(memoryview(data), limit=None)
     codec.check_cost(header)

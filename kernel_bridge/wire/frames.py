@@ -20,10 +20,11 @@ gives the total frame length (``prelude_size + header_len + sum(buffer_lengths)`
 
 from __future__ import annotations
 
-import ctypes
 import struct
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from kernel_bridge.errors import FrameTooLarge, MalformedFrame, VersionMismatch
 
@@ -164,9 +165,11 @@ def aligned_copy(frame: Buffer, align: int = 16) -> memoryview:
     """
     view = _byte_view(frame)
     start = data_start(view) or 0
-    buf = bytearray(view.nbytes + align)
-    shift = (-(ctypes.addressof(ctypes.c_char.from_buffer(buf)) + start)) % align
-    out = memoryview(buf)[shift:shift + view.nbytes]
+    # numpy's memory: not zeroed first (a bytearray is), and on huge pages from 4 MB on
+    # (one fault per 2 MB instead of one per 4 KB)
+    buf = np.empty(view.nbytes + align, dtype=np.uint8)
+    shift = (-(buf.ctypes.data + start)) % align
+    out = memoryview(buf.data)[shift:shift + view.nbytes]
     out[:] = view
     return out
 

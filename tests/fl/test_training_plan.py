@@ -111,6 +111,27 @@ def test_one_local_step_equals_plain_torch_and_leaves_the_sent_weights_alone() -
         assert np.array_equal(sent[k], before[k])  # the run trained its own copy
 
 
+@pytest.mark.parametrize("rows, batch", [(50, 50), (50, 64), (50, 16)])
+def test_released_metrics_are_the_global_models_on_the_local_data(rows: int,
+                                                                  batch: int) -> None:
+    """Loss and hits of the weights *sent*: read off the training pass when its one batch
+    is the whole data, else from an evaluation pass of their own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    frame = _frame(rows)
+    doc = training_plan(model, name="t", asset="d", spec=SPEC, features=FEATURES,
+                        target="label", rounds=1,
+                        config=TrainingConfig(lr=0.3, batch_size=batch, local_epochs=2))
+    out = load(doc)(data(doc, frame), weights=model.state_dict(), round=0, spec={})
+    x = torch.tensor(frame[FEATURES].to_numpy() / 16.0, dtype=torch.float32)
+    y = torch.tensor(frame["label"].to_numpy())
+    with torch.no_grad():
+        logits = model(x)
+    assert out["loss"] == pytest.approx(
+        float(nn.functional.cross_entropy(logits, y, reduction="sum")), rel=1e-5)
+    assert out["correct"] == int((logits.argmax(dim=1) == y).sum())
+
+
 def test_dp_noise_scale_matches_opacus_claim() -> None:
     """Zero inputs and no bias: every per-sample gradient is 0, so the weights move only by
     Opacus's noise, N(0, (noise_multiplier * max_grad_norm)^2) per step, divided by the
