@@ -1,10 +1,12 @@
 """A pre-imported parent that forks the workers :func:`kernel_bridge.launch` starts.
 
-A worker spends most of its start-up importing (pandas, OpenDP and polars,
-websockets, jupyter_client): about 0.6 s of CPU before it does anything of its
-own. Ten launched at once on a two-core machine queue for seconds. The fork
-server imports the worker's modules once, then forks each launched worker from
-that state (copy-on-write), so a launch costs only the worker's own set-up.
+A worker spends most of its start-up importing (pandas, OpenDP, websockets,
+jupyter_client): about 0.6 s of CPU before it does anything of its own. Ten
+launched at once on a two-core machine queue for seconds. The fork server
+imports the worker's modules once, then forks each launched worker from that
+state (copy-on-write), so a launch costs only the worker's own set-up. (OpenDP's
+polars API, another 0.25-0.5 s, is left to a worker's first DP query: the fork
+server's imports are what every launch waits for.)
 
 The child is what ``python -m kernel_bridge.cli worker ...`` would be: a session
 of its own (``setsid``, so ``killpg`` reaches its kernels), stdin from

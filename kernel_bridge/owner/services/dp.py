@@ -14,7 +14,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ...dp import mechanisms
 from ...dp.query import parse_query
 from ...errors import BudgetExhausted, InvalidQuery, UnknownObject
 from ...wire.protocol import Op
@@ -23,6 +22,15 @@ from ..context import WorkerContext
 from ..ledger import Ledger
 from ..session import Session
 from .base import Handler, Service
+
+
+def _mechanisms() -> Any:
+    """:mod:`kernel_bridge.dp.mechanisms`, imported on the first DP query (off the event
+    loop): OpenDP's polars API costs a worker ~0.25 s at start, which ten workers started
+    at once would wait for in their fork server, while many workers never answer one."""
+    from ...dp import mechanisms
+
+    return mechanisms
 
 
 class DPService(Service):
@@ -44,7 +52,7 @@ class DPService(Service):
         async with self._frame_lock:
             if asset.name not in self._frames:
                 def load() -> Any:
-                    return mechanisms.frame_of(asset.private(), asset.spec)
+                    return _mechanisms().frame_of(asset.private(), asset.spec)
                 self._frames[asset.name] = await asyncio.to_thread(load)
             return self._frames[asset.name]
 
@@ -80,9 +88,9 @@ class DPService(Service):
                 not math.isfinite(alpha) or not 0 < alpha < 1:
             raise InvalidQuery("alpha must lie in (0, 1)", field="alpha")
         frame = await self._frame(asset)
-        plan = await asyncio.to_thread(mechanisms.build, query, frame, asset.spec)
+        plan = await asyncio.to_thread(_mechanisms().build, query, frame, asset.spec)
         if msg.get("preview"):
-            info = await asyncio.to_thread(mechanisms.accuracy, plan, float(alpha))
+            info = await asyncio.to_thread(_mechanisms().accuracy, plan, float(alpha))
             return {"preview": {**info, "epsilon": query.epsilon, "delta": query.delta,
                                 "query": query.to_doc()}}
         # Committed before the value exists, let alone leaves: a crash keeps ε spent.
@@ -93,7 +101,7 @@ class DPService(Service):
             self.ledger.store.audit(session.scientist, "dp_refused", {
                 "asset": asset.name, "query": query.to_doc(), "scope": exc.data.get("scope")})
             raise
-        result = await asyncio.to_thread(mechanisms.release, plan, float(alpha))
+        result = await asyncio.to_thread(_mechanisms().release, plan, float(alpha))
         return {"result": {**result, "query": query.to_doc(), "spend": spend},
                 "budget": self.ledger.status(session.scientist, asset.name)}
 
