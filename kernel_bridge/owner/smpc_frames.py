@@ -1,5 +1,5 @@
-"""Length-prefixed frames on an SMPC link: reading them into buffers of their own, writing
-them without copies, and the pool those buffers come from.
+"""Length-prefixed frames on an SMPC link: reading them into buffers of their own, and
+writing them without copies.
 
 Every frame is an 8-byte little-endian length and that many bytes (a handshake
 message, then sealed :mod:`~kernel_bridge.smpc.channel` messages).
@@ -35,7 +35,7 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
         raise LinkClosed(str(exc)) from None
 
 
-def write_frame(writer: asyncio.StreamWriter, frame: Any) -> None:
+def write_frame(writer: asyncio.StreamWriter | asyncio.WriteTransport, frame: Any) -> None:
     """Queue one length-prefixed frame (the caller drains)."""
     writer.write(_FRAME.pack(memoryview(frame).nbytes))
     writer.write(frame)
@@ -156,8 +156,7 @@ class FrameReader(asyncio.BufferedProtocol):
 
     def write(self, frame: Any) -> None:
         if self.transport is not None:
-            self.transport.write(_FRAME.pack(memoryview(frame).nbytes))
-            self.transport.write(frame)
+            write_frame(self.transport, frame)
 
     def close(self) -> None:
         if self.transport is not None:

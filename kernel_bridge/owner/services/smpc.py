@@ -4,8 +4,8 @@ A party holds its shares in this (trusted) worker process, per session, in
 memory only: never in a kernel that runs scientist code, never on disk; a
 restart forgets them. Protocol programs (:mod:`kernel_bridge.smpc`) run here,
 step by step off the event loop, exchanging their :class:`~kernel_bridge.smpc.engine.Open`
-contributions with the other parties over direct, end-to-end encrypted links
-(:mod:`..smpc_net`). A dealer worker (``[smpc] dealer = true``) holds no
+contributions with the other parties (:mod:`..smpc_runner`) over direct, end-to-end
+encrypted links (:mod:`..smpc_net`). A dealer worker (``[smpc] dealer = true``) holds no
 assets; it makes material from public recipes with the CSPRNG and sends each
 party its part, sealed to that party's key.
 
@@ -17,8 +17,6 @@ through a reveal every involved owner approved.
 from __future__ import annotations
 
 import asyncio
-import functools
-import itertools
 import math
 import sys
 import time
@@ -42,6 +40,7 @@ from ...wire.protocol import Action, Op
 from ..context import WorkerContext
 from ..session import Session
 from ..smpc_net import PeerNet
+from ..smpc_runner import INLINE_ELEMENTS, drive, torch_threads
 from ..smpc_values import (
     MAX_MAGNITUDE,
     Group,
@@ -51,11 +50,9 @@ from ..smpc_values import (
     compact,
     doc_frame,
     merge_taint,
-    pack,
     parse_recipes,
     recipe_doc,
     taint_text,
-    unpack,
 )
 from .base import Handler, Service
 from .objects import kernels_of
@@ -68,20 +65,6 @@ if TYPE_CHECKING:
 # a worker that never computes under SMPC should not pay.
 
 MAX_PARTIES = 8
-
-
-@functools.cache
-def torch_threads(n: int) -> None:
-    """Run this process's torch on ``n`` threads (once). Parties and the dealer compute
-    in the worker process; two workers on two cores with torch's default of one thread
-    per core make a 2 ms product take 40 ms now and then (threads spinning on each other),
-    which is why kernels take ``threads`` too."""
-    import torch
-
-    torch.set_num_threads(max(1, int(n)))
-#: Programs on at most this many input and output elements run on the event loop (a
-#: step takes well under a millisecond; a thread hop would cost more than the step).
-INLINE_ELEMENTS = 1 << 16
 
 
 class SMPCService(Service):
@@ -374,8 +357,8 @@ class SMPCService(Service):
             out_numel = math.prod(spec.out_shape(shapes, params))
             small = sum(v.share.numel() for v in inputs) + out_numel <= INLINE_ELEMENTS
             shares = tuple(v.share for v in inputs)
-            result = await self._drive(spec.program(me, len(parties), shares, material, params),
-                                       cid, parties, urls, inline=small)
+            result = await drive(spec.program(me, len(parties), shares, material, params),
+                                 self.net, cid, urls, self.timeout, inline=small)
         except SyftError as exc:
             await self.net.abort(cid, urls, exc)
             raise
@@ -394,56 +377,6 @@ class SMPCService(Service):
         self._put(session, out, value)
         return {"shape": value.shape, "taint": value.taint,
                 "online_s": time.perf_counter() - t0 - material_s, "material_s": material_s}
-
-    async def _drive(self, program: Any, cid: str, parties: tuple[str, ...],
-                     urls: dict[str, str], inline: bool = False) -> Any:
-        """Run a party program, exchanging each Open with the other parties.
-
-        Its steps run in a thread (the worker keeps serving other sessions)
-        unless the tensors are small (``inline``), where a thread hop would
-        cost more than the step.
-        """
-
-        from ...smpc.engine import Open
-
-        async def off(fn: Any, *args: Any) -> Any:
-            return fn(*args) if inline else await asyncio.to_thread(fn, *args)
-
-        def combine(theirs: list[Any], mine: list[torch.Tensor],
-                    how: str) -> tuple[torch.Tensor, ...]:
-            # into the first peer's receive buffer (ours): no new memory
-            out = unpack(theirs[0], mine)
-            for o, m in zip(out, mine, strict=True):
-                o.add_(m) if how == "add" else o.bitwise_xor_(m)
-            for payload in theirs[1:]:
-                for o, t in zip(out, unpack(payload, mine), strict=True):
-                    o.add_(t) if how == "add" else o.bitwise_xor_(t)
-            return tuple(out)
-
-        def step(last: tuple[list[Any], list[torch.Tensor], str] | None) -> tuple[Any, ...]:
-            """Combine the last opening, run the program to its next Open and pack it: one
-            thread hop per round. StopIteration cannot cross a thread's future: the
-            result comes back as ``(True, value)``."""
-            try:
-                opened = program.send(None if last is None else combine(*last))
-            except StopIteration as stop:
-                return True, stop.value, [], None, ""
-            if not isinstance(opened, Open):
-                raise SMPCError("a protocol yielded something other than an Open")
-            mine = [v.contiguous() for v in opened.values]
-            return False, None, mine, pack(mine), opened.combine
-
-        last = None
-        for rnd in itertools.count():
-            finished, value, mine, data, how = await off(step, last)
-            if finished:
-                return value
-            kind = f"open:{rnd}"
-            sends = [self.net.send(p, urls[p], cid, kind, data) for p in urls]
-            recvs = [self.net.recv(p, cid, kind, self.timeout) for p in urls]
-            got = await asyncio.gather(*sends, *recvs)
-            last = (list(got[len(sends):]), mine, how)
-        raise AssertionError("unreachable")
 
     async def op_smpc_abort(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
         """Cancel a computation here and on the other parties (the scientist saw one fail)."""
