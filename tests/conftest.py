@@ -26,6 +26,23 @@ PLANTED_TEXT = "PLANTED-SECRET-7731"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a worker's kernels, sandboxes included), from /proc."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 def write_secret_asset(directory: Path) -> tuple[Path, Path]:
     """A private CSV holding planted values, and a harmless mock of it."""
     directory.mkdir(parents=True, exist_ok=True)

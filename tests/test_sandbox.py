@@ -440,7 +440,7 @@ def test_other_sessions_socket_dirs_invisible(connect_as: Callable[..., kb.Worke
     got_b = probe(b, "import os\nresult = sorted(os.listdir('/dev/shm'))")
     after = {str(p) for p in Path("/dev/shm").glob("syk-*")}
     assert len(after - {str(p) for p in before}) >= 3  # the new kernels' dirs exist on the host
-    assert len(got_b) == 1 and got_b[0].startswith("syk-m-"), got_b
+    assert len(got_b) == 1 and got_b[0].startswith("syk-mock-"), got_b
     own = f"/dev/shm/{got_b[0]}"
     assert own in after
     others = sorted(after - {own})
@@ -454,7 +454,7 @@ def test_other_sessions_socket_dirs_invisible(connect_as: Callable[..., kb.Worke
     private_ok(b, f"""
         import os
         listing = os.listdir("/dev/shm")
-        assert len(listing) == 1 and listing[0].startswith("syk-p-"), listing
+        assert len(listing) == 1 and listing[0].startswith("syk-private-"), listing
         mine = "/dev/shm/" + listing[0]
         assert mine in {sorted(after)!r}
         assert not any(os.path.exists(p) for p in {sorted(after)!r} if p != mine)

@@ -160,11 +160,12 @@ class KernelHost:
     async def _launch(self) -> None:
         # /dev/shm keeps the arena in memory; short paths keep socket names < 108 bytes.
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self._ipc_dir = Path(tempfile.mkdtemp(prefix=f"syk-{self.kind[0]}-", dir=base))
+        self._ipc_dir = Path(tempfile.mkdtemp(prefix=f"syk-{self.kind}-", dir=base))
         arena_path = self._ipc_dir / "arena"
         self.arena = Arena(str(arena_path))
         km = _KernelManager(transport="ipc", ip=str(self._ipc_dir / "k"))
         launch: sandbox.Launch | None = None
+        extra = sandbox.PLAN_MALLOC if self.kind == "plan" else None
         if self.sandboxed:
             assert self._lease is not None
             uid = self._lease.uid
@@ -172,12 +173,12 @@ class KernelHost:
             sandbox.give_to(arena_path, uid)
             km.kernel_uid = uid if sandbox.is_root() else None
             launch = sandbox.prepare(self._ipc_dir, self.hide, self.threads,
-                                     limits=self.limits, uid=uid)
+                                     limits=self.limits, uid=uid, env=extra)
             argv = launch.argv
         else:
             argv = sandbox.unsandboxed_argv()
         # The kernel inherits nothing from the worker's environment (it may hold secrets).
-        env = sandbox.sandbox_env(self.threads)
+        env = sandbox.sandbox_env(self.threads, extra)
         km.connection_file = str(self._ipc_dir / "kernel.json")
         km._kernel_spec = KernelSpec(  # a private spec: never written to the kernelspec path
             argv=argv,

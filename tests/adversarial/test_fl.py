@@ -21,6 +21,7 @@ from kernel_bridge import fl
 from kernel_bridge.errors import PermissionDenied, ProtocolError, RoundFailed, UntrustedParty
 from kernel_bridge.wire.protocol import Op
 
+from ..conftest import descendants
 from ..fl.conftest import approve_all, start
 
 PIXELS = [f"p{i}" for i in range(64)]
@@ -53,22 +54,6 @@ def kill_when_running(worker: kb.Worker, round_no: int) -> threading.Thread:
     return t
 
 
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [c for c, p in parents.items() if p in frontier]
-        found += kids
-        frontier = kids
-    return found
-
-
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -79,12 +64,12 @@ def _running(pid: int) -> bool:
 def stall_plan_kernel(worker: kb.Worker) -> list[int]:
     """SIGSTOP ``worker``'s plan kernel: its next plan run stays in flight (a slow owner)."""
     stalled = []
-    for pid in _descendants(worker.process.proc.pid):
+    for pid in descendants(worker.process.proc.pid):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"/syk-p-" in cmd:  # the plan kernel's socket directory (KernelHost("plan"))
+        if b"/syk-plan-" in cmd:  # the plan kernel's socket directory (KernelHost("plan"))
             os.kill(pid, signal.SIGSTOP)
             stalled.append(pid)
     assert stalled, "the worker has no plan kernel"

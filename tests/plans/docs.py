@@ -55,6 +55,13 @@ def run(data, spec, scale=1.0, mode="ok"):
         # run's own code may keep: the plan kernel is kept per plan hash and scientist).
         np._syft_test_mark = getattr(np, "_syft_test_mark", 0) + 1
         out["n"] = np._syft_test_mark
+    elif mode == "runtime":
+        # What the worker set up in this kernel: glibc's malloc keeps freed memory for the
+        # next run (2), and the kernel's imports are frozen out of the collector's way (1).
+        import gc
+        import os
+        tuned = "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
+        out["n"] = 2 * int(tuned) + int(gc.get_freeze_count() > 0)
     elif mode == "probe":
         # What did this kernel see before the plan? Nothing of the scientist's session.
         seen = [n for n in ("leak", "LEAK_FROM_SESSION", "STASHED") if n in globals()]

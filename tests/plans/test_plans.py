@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from kernel_bridge.errors import (
 from kernel_bridge.fl.encoding import encode_inputs, encoding_decls
 from kernel_bridge.plan_document import plan_hash
 from kernel_bridge.scientist.plans import Plan
-from tests.conftest import DATASETS
+from tests.conftest import DATASETS, descendants
 
 from .docs import DP, dp_plan, encoded_plan, means_plan, with_code
 
@@ -200,6 +201,30 @@ def test_the_plan_kernel_never_saw_the_scientists_session(planw: kb.Worker,
     # builtins: the kernel is the plan's, but each run gets a fresh namespace.
     plan.run(mode="stash")
     assert plan.run(mode="probe").outputs["n"] == 0
+
+
+def test_plan_kernels_reuse_their_memory_and_keep_the_collector_off_their_imports(
+        planw: kb.Worker, plan_owner: kb.Owner) -> None:
+    """A plan kernel runs one shape of work over and over: its malloc keeps freed memory
+    (glibc's defaults gave every multi-MB buffer back, to be faulted in again next run)
+    and what it imported before the plan is frozen (young objects of each run set off
+    full collections over it). The scientist's own kernels keep glibc's defaults."""
+    plan = approved(planw, plan_owner, means_plan())
+    assert plan.run(mode="runtime").outputs["n"] == 3
+    assert planw.run("x = 1").status == "ok"  # the scientist's session kernel is up
+    kernels = {}
+    for pid in descendants(planw.process.proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ipykernel" in cmd and b"bwrap" not in cmd:
+            tuned = any(e.startswith(b"GLIBC_TUNABLES=") for e in env)
+            kernels[pid] = (b"/syk-plan-" in cmd, tuned)
+    assert any(plan for plan, _ in kernels.values()) and any(
+        not plan for plan, _ in kernels.values()), kernels
+    assert all(tuned == plan for plan, tuned in kernels.values()), kernels
 
 
 def test_an_encoded_plan_gets_the_workers_arrays_and_its_kernel_loads_no_pandas(
