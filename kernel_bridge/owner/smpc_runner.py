@@ -16,6 +16,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SMPCError
+from ..smpc import elementwise
 from .smpc_net import PeerNet
 from .smpc_values import pack, unpack
 
@@ -43,10 +44,10 @@ def _combine(theirs: list[Any], mine: list[torch.Tensor], how: str) -> tuple[tor
     peer's receive buffer (ours): no new memory."""
     out = unpack(theirs[0], mine)
     for o, m in zip(out, mine, strict=True):
-        o.add_(m) if how == "add" else o.bitwise_xor_(m)
+        elementwise.add_(o, m) if how == "add" else o.bitwise_xor_(m)
     for payload in theirs[1:]:
         for o, t in zip(out, unpack(payload, mine), strict=True):
-            o.add_(t) if how == "add" else o.bitwise_xor_(t)
+            elementwise.add_(o, t) if how == "add" else o.bitwise_xor_(t)
     return tuple(out)
 
 

@@ -9,7 +9,8 @@
   0). One round; works for any ``n >= 2``.
 * Fixed-point products are then truncated by :func:`truncate`, a dealer-assisted
   truncation with an exact wrap correction (one round, any ``n >= 2``): the
-  dealer shares a uniform ``r``, ``r >>> f`` and ``msb(r)``; the parties open
+  dealer shares a uniform ``r``, ``r >>> f`` and ``msb(r)`` (the public constants
+  below already applied, see :mod:`.dealer`); the parties open
   ``c = x + 2^62 - r`` (uniform, hides ``x``); since ``x + 2^62`` is in
   ``[0, 2^63)``, the wrap of ``c + r`` is ``msb(c) OR msb(r)``, which is
   linear in the shared ``msb(r)`` once ``c`` is public. The only error left is
@@ -30,16 +31,13 @@ from typing import Any
 
 import torch
 
-from . import fixed, ring
+from . import elementwise, fixed, ring
 from .engine import Material, Open, Recipe
 from .errors import PrecisionError, ShapeError
 from .spec import Inputs, OpSpec, Params, Shape, Shapes, local_program
 
 Gen = Generator[Open, tuple[torch.Tensor, ...], torch.Tensor]
 Bilinear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-_OFFSET = 1 << 62
-
 
 # -- sub-protocols (used with ``yield from``) -------------------------------------------------
 
@@ -57,7 +55,7 @@ def masked(*pairs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...
             raise ShapeError(f"material of shape {tuple(m.shape)} for a share of shape "
                              f"{tuple(x.shape)}")
         view = flat[at:at + x.numel()].view(x.shape)
-        out.append(torch.sub(x, m, out=view))
+        out.append(elementwise.sub(x, m, out=view))
         at += x.numel()
     return tuple(out)
 
@@ -69,12 +67,14 @@ def beaver(party: int, x: torch.Tensor, y: torch.Tensor, m: Material, op: Biline
     opened values are the parties' common answer and are only read.
     """
     d, e = yield Open(masked((x, m["a"]), (y, m["b"])))
-    b = m["b"].add_(e) if party == 0 else m["b"]
+    b = elementwise.add_(m["b"], e) if party == 0 else m["b"]
     if op is ring.ring_matmul and d.dim() == 2 and e.dim() == 2:
         # d @ b + a @ e as one product with a twice longer inner dimension.
         return m["c"].add_(ring.ring_matmul(torch.cat((d, m["a"]), 1), torch.cat((b, e), 0)))
     if op is torch.mul and d.shape == b.shape == m["a"].shape == e.shape == m["c"].shape:
-        return m["c"].addcmul_(d, b).addcmul_(m["a"], e)  # no new memory, fewer passes
+        # c + d*b + a*e with no new memory: the products go into b and a (used up).
+        return elementwise.add_(elementwise.add_(m["c"], elementwise.mul_(b, d)),
+                                elementwise.mul_(m["a"], e))
     return m["c"] + op(d, b) + op(m["a"], e)
 
 
@@ -82,23 +82,25 @@ def truncate(party: int, x: torch.Tensor, m: Material, bits: int = fixed.FRAC_BI
     """Shares of ``x / 2^bits`` (within one ulp, see the module docstring). 1 round.
 
     Uses up the party's material in place; ``x`` and the opened value are only read.
+    The dealer folded the public constants into the material (``r`` is shared as
+    ``r - 2^62``, ``hi`` carries the ``+ 1 - 2^(62 - bits)`` and ``wrap`` is
+    ``msb(r)`` already shifted), so no party adds anything of its own here.
     """
-    u = torch.sub(x, m["r"], out=m["r"])
-    if party == 0:
-        u += _OFFSET
+    u = elementwise.sub(x, m["r"], out=m["r"])  # shares of c = x + 2^62 - r
     (c,) = yield Open((u,))
     # out = hi - wrap * 2^(64 - bits) (+ c >>> bits for party 0), with the wrap of c + r
     # = msb(c) OR msb(r) and c public. Where msb(c) = 1 party 0's wrap share is 1 and
     # cancels the top bits an arithmetic shift of c sets, so for every party:
-    #   out = hi - (msb(c) ? 0 : msb_share << (64 - bits))  (+ (c >> bits) + const, party 0)
-    wrap = m["msb"]
-    wrap <<= 64 - bits
-    wrap &= (c >> 63).bitwise_not_()  # all ones where msb(c) = 0 (4x faster than masked_fill_)
-    out = torch.sub(m["hi"], wrap)  # new memory: the result outlives the material's buffer
+    #   out = hi - (msb(c) ? 0 : wrap share)  (+ (c >> bits), party 0)
+    wrap = m["wrap"]
+    # New memory for the result (it outlives the material's buffer), first used as scratch.
+    out = torch.empty_like(c)
+    torch.bitwise_right_shift(c, 63, out=out).bitwise_not_()  # all ones where msb(c) = 0
+    wrap &= out  # (4x faster than masked_fill_)
     if party == 0:
-        out += c >> bits
-        out += 1 - (1 << (62 - bits))
-    return out
+        elementwise.add_(torch.bitwise_right_shift(c, bits, out=out), m["hi"])
+        return elementwise.sub(out, wrap, out=out)
+    return elementwise.sub(m["hi"], wrap, out=out)
 
 
 def trunc_recipe(shape: Shape, bits: int = fixed.FRAC_BITS) -> Recipe:

@@ -10,9 +10,11 @@ Kinds (``Recipe.kind``), their shapes and the named tensors of each party's part
 ``mul``     ``(sx, sy)``: Beaver triple ``a``, ``b``, ``c = a * b`` (broadcast).
 ``matmul``  ``(sx, sy)``: ``a``, ``b``, ``c = a @ b`` (mod 2^64).
 ``conv2d``  ``(sx, sw)`` + ``stride/padding/dilation``: ``a``, ``b``, ``c = conv2d(a, b)``.
-``trunc``   ``(s,)`` + ``bits``: ``r`` uniform, ``hi = r >>> bits`` (logical shift of
-            ``r`` read unsigned) and ``msb`` = the top bit of ``r``, all
-            additively shared (see :func:`.arith.truncate`).
+``trunc``   ``(s,)`` + ``bits``: for a uniform ``r``, ``r - 2^62`` (as ``r``),
+            ``(r >>> bits) + 1 - 2^(62 - bits)`` (as ``hi``; ``>>>`` is the logical
+            shift of ``r`` read unsigned) and ``msb(r) * 2^(64 - bits)`` (as
+            ``wrap``), all additively shared (see :func:`.arith.truncate`: the
+            public offsets ride on the material, so the online phase adds none).
 ``and``     ``(s,)``: binary (XOR-shared) 64-bit triples ``a``, ``b``, ``c = a & b``.
 ``dabit``   ``(s,)``: a random bit ``r`` shared twice: ``bin`` (XOR) and ``arith`` (additive).
 """
@@ -30,6 +32,10 @@ from .prng import Stream
 from .sharing import share, share_xor
 
 Maker = Callable[[Recipe, int, Stream], list[Material]]
+
+#: What truncation adds to its input before opening it (``x + 2^62`` is in
+#: ``[0, 2^63)`` for every ``|x| < 2^62``, see :func:`.arith.truncate`).
+TRUNC_OFFSET = 1 << 62
 
 _MAKERS: dict[str, Maker] = {}
 
@@ -78,10 +84,12 @@ def _conv2d(recipe: Recipe, n: int, stream: Stream) -> list[Material]:
 def _trunc(recipe: Recipe, n: int, stream: Stream) -> list[Material]:
     (s,) = recipe.shapes
     bits = int(recipe.params["bits"])
+    if not 0 < bits < 63:
+        raise UnsupportedOp(f"truncation by {bits} bits (1 to 62 are possible)", bits=bits)
     r = stream.ring(s)
-    hi = (r >> bits) & ((1 << (64 - bits)) - 1)
-    msb = (r >> 63) & 1
-    return _split({"r": r, "hi": hi, "msb": msb}, n, stream)
+    hi = ((r >> bits) & ((1 << (64 - bits)) - 1)) + (1 - (1 << (62 - bits)))
+    wrap = ((r >> 63) & 1) << (64 - bits)
+    return _split({"r": r - TRUNC_OFFSET, "hi": hi, "wrap": wrap}, n, stream)
 
 
 @_maker("and")

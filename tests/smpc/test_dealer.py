@@ -31,9 +31,13 @@ def test_correlations(n: int) -> None:
                        ring.ring_conv2d(joined(cv, "a"), joined(cv, "b"), padding=1))
 
     tr = dealer.make(Recipe("trunc", ((1000,),), {"bits": 16}), n)
-    r, hi, msb = joined(tr, "r"), joined(tr, "hi"), joined(tr, "msb")
-    assert torch.equal(hi, (r >> 16) & ((1 << 48) - 1))
-    assert torch.equal(msb, (r < 0).to(torch.int64))
+    # r - 2^62, (r >>> 16) + 1 - 2^46 and msb(r) << 48: the protocol's public constants
+    # ride on the material (no party adds them online).
+    r = joined(tr, "r") + dealer.TRUNC_OFFSET
+    hi, wrap = joined(tr, "hi"), joined(tr, "wrap")
+    assert torch.equal(hi, ((r >> 16) & ((1 << 48) - 1)) + 1 - (1 << 46))
+    assert torch.equal(wrap, (r < 0).to(torch.int64) << 48)
+    assert set(wrap.unique().tolist()) <= {0, 1 << 48} and r.unique().numel() > 990
 
     an = dealer.make(Recipe("and", ((12, 7),)), n)
     a, b, c = (joined(an, k, xor=True) for k in "abc")
@@ -55,6 +59,8 @@ def test_dealer_is_reproducible_only_with_a_seed() -> None:
 def test_dealer_refuses() -> None:
     with pytest.raises(UnsupportedOp):
         dealer.make(Recipe("oblivious-transfer", ((1,),)), 2)
+    with pytest.raises(UnsupportedOp, match="1 to 62"):
+        dealer.make(Recipe("trunc", ((4,),), {"bits": 63}), 2)
     with pytest.raises(UnsupportedOp):
         dealer.make(Recipe("mul", ((1,), (1,))), 1)
 
