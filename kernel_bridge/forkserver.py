@@ -250,6 +250,7 @@ def serve() -> None:
     """The fork server's loop: preload, then fork one worker per request line."""
     for name in PRELOAD:
         importlib.import_module(name)
+    importlib.import_module("kernel_bridge.cli").build_parser()  # cached: every child uses it
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
